@@ -1,0 +1,103 @@
+"""``orchestra run | report | compare`` — the lab from a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, OrchestraError
+
+__all__ = ["compare_main", "parse_set", "report_main", "run_main"]
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``["load.users=4", "sweep.load.users=[1,2]"]`` → dict; values parsed as TOML."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("--set", item, "must look like key=value")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # a bare word is a string
+        out[key.strip()] = value
+    return out
+
+
+def _print_report(run_dir: Path, *, charts: bool = True) -> None:
+    from .report import build_report
+
+    report = build_report(run_dir, charts=charts)
+    print(report.text())
+
+
+def run_main(argv: list[str]) -> int:
+    """``orchestra run SPEC.toml [--set key=value ...] [--results DIR] [--no-progress]``."""
+    parser = argparse.ArgumentParser(prog="orchestra run", description=run_main.__doc__)
+    parser.add_argument("spec", help="experiment spec (experiments/NAME.toml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a spec key, e.g. load.duration_s=2 or sweep.load.users=[1,4]")
+    parser.add_argument("--results", default="results", help="results root (default: results/)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-charts", action="store_true", help="skip the charts")
+    args = parser.parse_args(argv)
+    from .spec import load_spec
+    from .sweep import run_experiment
+
+    try:
+        spec = load_spec(args.spec, parse_set(args.set))
+        print(f"orchestra run: {spec.name}: {len(spec.points())} point(s) × {spec.repeats} "
+              f"repeat(s), {spec.load.duration_s:g} s each", flush=True)
+        run_dir = asyncio.run(run_experiment(spec, results_root=args.results,
+                                             progress=not args.no_progress))
+        _print_report(run_dir, charts=not args.no_charts)
+    except OrchestraError as e:
+        print(f"orchestra run: {e}", file=sys.stderr)
+        return 2
+    print(f"\nresults: {run_dir}")
+    return 0
+
+
+def report_main(argv: list[str]) -> int:
+    """``orchestra report RUN_DIR [--no-charts]``: summary table, reading and charts."""
+    parser = argparse.ArgumentParser(prog="orchestra report", description=report_main.__doc__)
+    parser.add_argument("run_dir")
+    parser.add_argument("--no-charts", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        _print_report(Path(args.run_dir), charts=not args.no_charts)
+    except OrchestraError as e:
+        print(f"orchestra report: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def compare_main(argv: list[str]) -> int:
+    """``orchestra compare BASE NEW [--metric p99_ms] [--threshold 0.1]``: exit 1 on regression."""
+    parser = argparse.ArgumentParser(prog="orchestra compare", description=compare_main.__doc__)
+    parser.add_argument("base")
+    parser.add_argument("new")
+    parser.add_argument("--metric", action="append", default=[],
+                        help="metric column(s) (default: p99_ms and throughput_rps)")
+    parser.add_argument("--threshold", type=float, default=0.10,
+                        help="smallest relative change that counts (default 0.10)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level")
+    args = parser.parse_args(argv)
+    from .report import compare_runs
+
+    try:
+        results = compare_runs(Path(args.base), Path(args.new), metrics=args.metric or None,
+                               threshold=args.threshold, alpha=args.alpha)
+    except OrchestraError as e:
+        print(f"orchestra compare: {e}", file=sys.stderr)
+        return 2
+    regressed = False
+    for comparison in results:
+        print(comparison.verdict)
+        regressed |= bool(comparison.is_regression)
+    return 1 if regressed else 0

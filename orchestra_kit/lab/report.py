@@ -1,0 +1,68 @@
+"""A run's report (summary table, generated reading, charts) and run-to-run comparison."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .analysis import audit, compare, describe_run, summary_table
+from .compare import Comparison
+from .results import RunData, Slo, load_run
+
+__all__ = ["Report", "build_report", "compare_runs"]
+
+#: metric -> whether higher is better (what `orchestra compare` checks by default)
+DEFAULT_METRICS: dict[str, bool] = {"p99_ms": False, "throughput_rps": True}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Report:
+    """What `orchestra report` prints and writes."""
+
+    run: RunData
+    table: Any  # pandas DataFrame
+    reading: str
+    charts: list[Path] = field(default_factory=list)
+
+    def text(self) -> str:
+        """The report as terminal text."""
+        import pandas as pd
+
+        m = self.run.manifest
+        with pd.option_context("display.width", 200, "display.max_columns", 30):
+            table = self.table.to_string(index=False)
+        lines = [f"{m.get('name', '?')} — run {m.get('run_id', '?')} ({m.get('status', '?')})",
+                 "", table, "", self.reading]
+        if self.charts:
+            lines += ["", "charts:"] + [f"  {p}" for p in self.charts]
+        return "\n".join(lines)
+
+
+def _slo_of(run: RunData) -> Slo | None:
+    raw = run.manifest.get("spec", {}).get("slo")
+    return Slo(**raw) if isinstance(raw, dict) else None
+
+
+def build_report(run_dir: str | Path, *, charts: bool = True) -> Report:
+    """Load a run, audit it, tabulate it, describe it and (optionally) chart it."""
+    run = load_run(run_dir)
+    points = audit(run.points) if not run.points.empty else run.points
+    paths: list[Path] = []
+    if charts and not points.empty:
+        from .plots import plot_report
+
+        paths = plot_report(run, run.path / "charts")
+    table = summary_table(points) if not points.empty else points
+    reading = describe_run(points, _slo_of(run)) if not points.empty else "The run has no points."
+    return Report(run=run, table=table, reading=reading, charts=paths)
+
+
+def compare_runs(base_dir: str | Path, new_dir: str | Path, *, metrics: list[str] | None = None,
+                 threshold: float = 0.10, alpha: float = 0.05) -> list[Comparison]:
+    """Compare two runs point by point on each metric (threshold AND significance)."""
+    base, new = load_run(base_dir), load_run(new_dir)
+    chosen = metrics or list(DEFAULT_METRICS)
+    return [compare(base.points, new.points, metric=m, higher_is_better=DEFAULT_METRICS.get(
+        m, m.endswith("_rps") or m == "success_rate"), threshold=threshold, alpha=alpha)
+        for m in chosen]

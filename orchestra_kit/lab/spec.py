@@ -1,0 +1,331 @@
+"""Experiment specs: ``experiments/NAME.toml`` parsed and validated before anything runs.
+
+A spec names a target (an in-process service with Settings overrides, or a URL), a
+workload, a load model, a sweep grid, repeats, SLOs and a seed. Every key is checked:
+an unknown or bad one raises :class:`~orchestra_kit.errors.ConfigError` naming it
+(``sweep."load.users"[2]: must be an integer >= 1``).
+
+Sweep keys are ``load.<field>`` (users, think_time_s, rate_rps, arrival, burstiness,
+duration_s, max_requests), ``workload.<field>``, or ``settings.<key>`` for any Settings
+key (``settings.flags.enable_wal_mode``, ``settings.batch_size``). The grid is the
+cartesian product of the lists; ``x`` names the key plotted on the x-axis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import Settings
+from ..errors import ConfigError
+from .loadgen import ClosedLoop, LoadModel, OpenLoop
+from .results import Slo
+
+__all__ = ["ExperimentSpec", "LoadSpec", "SweepPoint", "TargetSpec", "WorkloadSpec", "load_spec",
+           "parse_spec"]
+
+WORKLOAD_KINDS = ("hire", "batch_hire", "assign_wait", "assign", "lease_contention", "read_mix",
+                  "health", "mix")
+_TOP_KEYS = {"name", "description", "seed", "repeats", "x", "target", "workload", "load", "sweep",
+             "slo", "variants"}
+
+
+def _fail(key: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(key, value, allowed)
+
+
+def _typed(key: str, value: Any, kind: type, *, minimum: float | None = None) -> Any:
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        ok, value = True, float(value)
+    if not ok:
+        raise _fail(key, value, f"must be {'an integer' if kind is int else kind.__name__}")
+    if minimum is not None and value < minimum:
+        raise _fail(key, value, f"must be >= {minimum:g}")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetSpec:
+    """Where the load goes: ``inprocess`` (fresh service per point) or ``url``."""
+
+    kind: str = "inprocess"
+    url: str = ""
+    api_key: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("inprocess", "url"):
+            raise _fail("target.kind", self.kind, "must be 'inprocess' or 'url'")
+        if self.kind == "url" and not self.url.startswith(("http://", "https://")):
+            raise _fail("target.url", self.url, "must be an http(s) URL when target.kind = 'url'")
+        Settings().with_overrides(self.settings)  # validates every key and value now
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkloadSpec:
+    """What each request does (see :mod:`orchestra_kit.lab.workloads`)."""
+
+    kind: str = "hire"
+    team_size: int = 20
+    batch_size: int = 100
+    paths: int = 4
+    wait_timeout_s: float = 30.0
+    mix: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in WORKLOAD_KINDS:
+            raise _fail("workload.kind", self.kind, f"must be one of {', '.join(WORKLOAD_KINDS)}")
+        _typed("workload.team_size", self.team_size, int, minimum=1)
+        _typed("workload.batch_size", self.batch_size, int, minimum=1)
+        _typed("workload.paths", self.paths, int, minimum=1)
+        _typed("workload.wait_timeout_s", self.wait_timeout_s, float, minimum=0.1)
+        for name, weight in self.mix.items():
+            if name not in WORKLOAD_KINDS or name == "mix":
+                raise _fail(f"workload.mix.{name}", weight, "unknown workload in the mix")
+            _typed(f"workload.mix.{name}", weight, float, minimum=0)
+        if self.kind == "mix" and not any(w > 0 for w in self.mix.values()):
+            raise _fail("workload.mix", self.mix, "needs at least one positive weight")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadSpec:
+    """The load model plus its bounds."""
+
+    model: str = "closed"
+    users: int = 8
+    think_time_s: float = 0.0
+    rate_rps: float = 100.0
+    arrival: str = "poisson"
+    burstiness: float = 1.0
+    ramp_s: float = 0.0
+    duration_s: float = 5.0
+    max_requests: int = 100_000
+
+    def __post_init__(self) -> None:
+        if self.model not in ("closed", "open"):
+            raise _fail("load.model", self.model, "must be 'closed' or 'open'")
+        _typed("load.duration_s", self.duration_s, float, minimum=0.1)
+        if self.duration_s > 3600:
+            raise _fail("load.duration_s", self.duration_s, "must be <= 3600 (runs are bounded)")
+        _typed("load.max_requests", self.max_requests, int, minimum=1)
+        self.to_model()  # validates the model's own fields
+
+    def to_model(self) -> LoadModel:
+        """The loadgen model this spec describes."""
+        try:
+            if self.model == "closed":
+                return ClosedLoop(users=self.users, think_time_s=self.think_time_s, ramp_s=self.ramp_s)
+            return OpenLoop(rate_rps=self.rate_rps, arrival=self.arrival,  # type: ignore[arg-type]
+                            burstiness=self.burstiness, ramp_s=self.ramp_s)
+        except ConfigError as e:
+            raise _fail(f"load.{e.key}", e.value, e.allowed) from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepPoint:
+    """One cell of the grid: its parameters and the resolved pieces."""
+
+    index: int
+    params: dict[str, Any]
+    load_value: float
+    settings_overrides: dict[str, Any]
+    load: LoadSpec
+    workload: WorkloadSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentSpec:
+    """A whole experiment, validated."""
+
+    name: str
+    description: str = ""
+    seed: int = 0
+    repeats: int = 1
+    x: str = ""
+    target: TargetSpec = field(default_factory=TargetSpec)
+    workload: WorkloadSpec = field(default_factory=WorkloadSpec)
+    load: LoadSpec = field(default_factory=LoadSpec)
+    sweep: dict[str, list[Any]] = field(default_factory=dict)
+    slo: Slo = field(default_factory=Slo)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    source: str = ""
+
+    def points(self) -> list[SweepPoint]:
+        """The grid, in order (the first sweep key varies slowest)."""
+        keys = list(self.sweep)
+        combos = itertools.product(*(self.sweep[k] for k in keys)) if keys else [()]
+        return [self._point(i, dict(zip(keys, values))) for i, values in enumerate(combos)]
+
+    def _point(self, index: int, params: dict[str, Any]) -> SweepPoint:
+        load_kw: dict[str, Any] = {}
+        work_kw: dict[str, Any] = {}
+        settings = dict(self.target.settings)
+        for key, value in params.items():
+            section, _, rest = key.partition(".")
+            if section == "load":
+                load_kw[rest] = value
+            elif section == "workload":
+                work_kw[rest] = value
+            elif key == "variant":
+                settings.update(self.variants[value])
+            else:
+                settings[rest] = value
+        load = dataclasses.replace(self.load, **load_kw)
+        workload = dataclasses.replace(self.workload, **work_kw)
+        x_value = params.get(self.x, _default_x(load))
+        return SweepPoint(index=index, params=params, load_value=_as_float(x_value),
+                          settings_overrides=settings, load=load, workload=workload)
+
+    def with_overrides(self, sets: Mapping[str, Any]) -> ExperimentSpec:
+        """A copy with ``--set key=value`` pairs applied (same keys as the TOML)."""
+        doc = to_document(self)
+        for key, value in sets.items():
+            _assign(doc, key, value)
+        return parse_spec(doc, source=self.source)
+
+
+def _default_x(load: LoadSpec) -> float:
+    return float(load.users if load.model == "closed" else load.rate_rps)
+
+
+def _as_float(v: Any) -> float:
+    if isinstance(v, bool):
+        return float(v)
+    return float(v) if isinstance(v, int | float) else 0.0
+
+
+def _section(doc: Mapping[str, Any], name: str, cls: type) -> Any:
+    raw = doc.get(name, {})
+    if not isinstance(raw, dict):
+        raise _fail(name, raw, "must be a table")
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise _fail(f"{name}.{key}", raw[key], f"unknown key; allowed: {', '.join(sorted(known))}")
+    try:
+        return cls(**raw)
+    except ConfigError as e:
+        if e.key.startswith(f"{name}.") or name != "slo":
+            raise
+        raise _fail(f"slo.{e.key}", e.value, e.allowed) from None
+
+
+def _check_variants(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    variants = doc.get("variants", {})
+    if not isinstance(variants, dict):
+        raise _fail("variants", variants, "must be a table of NAME = {settings overrides}")
+    for name, overrides in variants.items():
+        if not isinstance(overrides, dict):
+            raise _fail(f"variants.{name}", overrides, "must be a table of settings overrides")
+        try:
+            Settings().with_overrides(overrides)
+        except ConfigError as e:
+            raise _fail(f"variants.{name}.{e.key}", e.value, e.allowed) from None
+    return {k: dict(v) for k, v in variants.items()}
+
+
+def _check_sweep(doc: Mapping[str, Any]) -> dict[str, list[Any]]:
+    sweep = doc.get("sweep", {})
+    if not isinstance(sweep, dict):
+        raise _fail("sweep", sweep, "must be a table of key = [values]")
+    for key, values in sweep.items():
+        if not isinstance(values, list) or not values:
+            raise _fail(f"sweep.{key}", values, "must be a non-empty list of values")
+        section, _, rest = key.partition(".")
+        if key == "variant":
+            variants = doc.get("variants", {})
+            for i, v in enumerate(values):
+                if not isinstance(v, str) or v not in variants:
+                    raise _fail(f"sweep.variant[{i}]", v,
+                                f"must name a [variants.NAME] table: {', '.join(variants) or '(none)'}")
+            continue
+        if section not in ("load", "workload", "settings") or not rest:
+            raise _fail(f"sweep.{key}", values,
+                        "keys are 'variant' or start with load., workload. or settings.")
+    return sweep
+
+
+def parse_spec(doc: Mapping[str, Any], *, source: str = "") -> ExperimentSpec:
+    """Validate a parsed TOML document into an :class:`ExperimentSpec`."""
+    for key in doc:
+        if key not in _TOP_KEYS:
+            raise _fail(key, doc[key], f"unknown key; allowed: {', '.join(sorted(_TOP_KEYS))}")
+    name = doc.get("name", Path(source).stem if source else "")
+    if not isinstance(name, str) or not name:
+        raise _fail("name", name, "must be a non-empty string")
+    spec = ExperimentSpec(
+        name=name,
+        description=str(doc.get("description", "")),
+        seed=_typed("seed", doc.get("seed", 0), int),
+        repeats=_typed("repeats", doc.get("repeats", 1), int, minimum=1),
+        x=str(doc.get("x", "")),
+        target=_section(doc, "target", TargetSpec),
+        workload=_section(doc, "workload", WorkloadSpec),
+        load=_section(doc, "load", LoadSpec),
+        sweep=_check_sweep(doc),
+        slo=_section(doc, "slo", Slo),
+        variants=_check_variants(doc),
+        source=source,
+    )
+    if spec.x and spec.x not in spec.sweep:
+        raise _fail("x", spec.x, f"must be one of the sweep keys: {', '.join(spec.sweep) or '(none)'}")
+    _validated_points(spec)
+    return spec
+
+
+def _validated_points(spec: ExperimentSpec) -> list[SweepPoint]:
+    points = []
+    for p in spec.points():
+        try:
+            Settings().with_overrides(p.settings_overrides)
+        except ConfigError as e:
+            raise _fail(f"sweep.settings.{e.key}", e.value, e.allowed) from None
+        points.append(p)
+    return points
+
+
+def load_spec(path: str | Path, sets: Mapping[str, Any] | None = None) -> ExperimentSpec:
+    """Read and validate ``experiments/NAME.toml`` (plus ``--set`` overrides)."""
+    p = Path(path)
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _fail("spec", str(p), "file does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise _fail("spec", str(p), f"must be valid TOML ({e})") from None
+    spec = parse_spec(doc, source=str(p))
+    return spec.with_overrides(sets) if sets else spec
+
+
+def to_document(spec: ExperimentSpec) -> dict[str, Any]:
+    """The spec as a TOML-shaped dict (for manifests and overrides)."""
+    return {
+        "name": spec.name, "description": spec.description, "seed": spec.seed,
+        "repeats": spec.repeats, "x": spec.x,
+        "target": dataclasses.asdict(spec.target), "workload": dataclasses.asdict(spec.workload),
+        "load": dataclasses.asdict(spec.load), "sweep": dict(spec.sweep),
+        "slo": dataclasses.asdict(spec.slo), "variants": dict(spec.variants),
+    }
+
+
+def _assign(doc: dict[str, Any], key: str, value: Any) -> None:
+    """``load.users=4`` / ``sweep.load.users=[1,2]`` / ``target.settings.batch_size=50``."""
+    if key.startswith("sweep."):
+        doc.setdefault("sweep", {})[key[len("sweep."):]] = value if isinstance(value, list) else [value]
+        return
+    if key.startswith("target.settings."):
+        doc["target"]["settings"][key[len("target.settings."):]] = value
+        return
+    section, _, rest = key.partition(".")
+    if rest and isinstance(doc.get(section), dict):
+        doc[section][rest] = value
+    elif not rest and section in _TOP_KEYS:
+        doc[section] = value
+    else:
+        raise _fail(key, value, "unknown key for --set")

@@ -1,0 +1,334 @@
+"""Domain records (Employee, Task, FileLease, FileRequest), their statuses and validators.
+
+Validators raise :class:`~orchestra_kit.errors.ValidationError` naming the field, so the
+HTTP layer, the CLI and the store report bad input the same way.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from .errors import ValidationError
+
+__all__ = [
+    "MAX_DESCRIPTION_CHARS",
+    "MAX_FILES_PER_CALL",
+    "NAME_PATTERN",
+    "TERMINAL_STATUSES",
+    "Employee",
+    "EmployeeStatus",
+    "FileLease",
+    "FileRequest",
+    "RequestStatus",
+    "Smartness",
+    "Task",
+    "TaskMode",
+    "TaskStatus",
+    "can_transition",
+    "normalise_path",
+    "validate_description",
+    "validate_employee_name",
+    "validate_files",
+    "validate_priority",
+    "validate_role",
+    "validate_smartness",
+]
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+MAX_DESCRIPTION_CHARS = 10_000
+MAX_ROLE_CHARS = 50
+MAX_FILES_PER_CALL = 100
+MAX_PATH_CHARS = 1024
+
+
+class Smartness(enum.StrEnum):
+    """Which model tier an employee uses."""
+
+    SMART = "smart"
+    NORMAL = "normal"
+
+
+class EmployeeStatus(enum.StrEnum):
+    """Lifecycle of an employee row (fired employees are deleted)."""
+
+    ACTIVE = "active"
+
+
+class TaskMode(enum.StrEnum):
+    """The original's task modes."""
+
+    BUILD = "build"
+    CHAT = "chat"
+    ANALYZE = "analyze"
+
+
+class TaskStatus(enum.StrEnum):
+    """Lifecycle of a task."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+
+TERMINAL_STATUSES = frozenset(
+    {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.TIMED_OUT}
+)
+
+_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.QUEUED: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.FAILED}),
+    # RUNNING -> QUEUED is a retry or a requeue at shutdown / recovery.
+    TaskStatus.RUNNING: frozenset(
+        {
+            TaskStatus.QUEUED,
+            TaskStatus.COMPLETED,
+            TaskStatus.FAILED,
+            TaskStatus.CANCELLED,
+            TaskStatus.TIMED_OUT,
+        }
+    ),
+}
+
+
+def can_transition(old: TaskStatus, new: TaskStatus) -> bool:
+    """Whether a task may move from ``old`` to ``new`` (terminal states never move)."""
+    return new in _TRANSITIONS.get(old, frozenset())
+
+
+class RequestStatus(enum.StrEnum):
+    """Lifecycle of a file request."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+
+
+# --------------------------------------------------------------------------- validators
+
+
+def validate_employee_name(name: Any, field_name: str = "name") -> str:
+    """An employee name: it becomes a folder name, so only ``[A-Za-z0-9_-]``, 1-64 chars."""
+    if not isinstance(name, str):
+        raise ValidationError(field_name, f"must be a string, got {type(name).__name__}")
+    if not _NAME_RE.fullmatch(name):  # fullmatch: `$` alone accepts "bob\n"
+        raise ValidationError(
+            field_name,
+            f"{name[:80]!r} is not a valid name: 1-64 characters of letters, digits, '_' or '-',"
+            " starting with a letter or digit",
+            value=name,
+        )
+    return name
+
+
+def validate_role(role: Any, field_name: str = "role") -> str:
+    """A role: 1-50 characters, no control characters."""
+    if not isinstance(role, str):
+        raise ValidationError(field_name, f"must be a string, got {type(role).__name__}")
+    stripped = role.strip()
+    if not 1 <= len(stripped) <= MAX_ROLE_CHARS:
+        raise ValidationError(
+            field_name, f"must be 1-{MAX_ROLE_CHARS} characters, got {len(stripped)}", value=role
+        )
+    if any(ord(c) < 32 for c in stripped):
+        raise ValidationError(field_name, "must not contain control characters", value=role)
+    return stripped
+
+
+def validate_smartness(value: Any, field_name: str = "smartness") -> Smartness:
+    """``smart`` or ``normal`` (the original silently turned anything else into normal)."""
+    try:
+        return Smartness(value)
+    except ValueError:
+        raise ValidationError(
+            field_name, f"must be 'smart' or 'normal', got {value!r}", value=value
+        ) from None
+
+
+def validate_priority(value: Any, field_name: str = "priority") -> int:
+    """An integer 0-10 (booleans are refused: ``false`` is not 0)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(
+            field_name, f"must be an integer 0-10, got {type(value).__name__}", value=value
+        )
+    if not 0 <= value <= 10:
+        raise ValidationError(field_name, f"must be between 0 and 10, got {value}", value=value)
+    return value
+
+
+def validate_description(value: Any, field_name: str = "description") -> str:
+    """A task description: 1-10000 characters, not only whitespace."""
+    if not isinstance(value, str):
+        raise ValidationError(field_name, f"must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise ValidationError(field_name, "must not be empty")
+    if len(value) > MAX_DESCRIPTION_CHARS:
+        raise ValidationError(
+            field_name, f"must be at most {MAX_DESCRIPTION_CHARS} characters, got {len(value)}"
+        )
+    if "\x00" in value:
+        raise ValidationError(field_name, "must not contain NUL bytes")
+    return value
+
+
+def normalise_path(root: Path, path: Any, field_name: str = "path") -> str:
+    """``path`` relative to the project ``root`` as a POSIX string; escapes are refused.
+
+    Relative paths are taken from the root; absolute paths must lie inside it. ``..``
+    that climbs out of the root, NUL bytes and empty paths raise ValidationError.
+    The check is lexical (no filesystem access), so it is cheap and cannot be raced.
+    """
+    if not isinstance(path, str):
+        raise ValidationError(field_name, f"must be a string, got {type(path).__name__}")
+    if not path or not path.strip():
+        raise ValidationError(field_name, "must not be empty")
+    if "\x00" in path:
+        raise ValidationError(field_name, "must not contain NUL bytes", value=path)
+    if len(path) > MAX_PATH_CHARS:
+        raise ValidationError(field_name, f"must be at most {MAX_PATH_CHARS} characters")
+    root_posix = PurePosixPath(root.resolve().as_posix())
+    candidate = PurePosixPath(path.replace("\\", "/"))
+    full = candidate if candidate.is_absolute() else root_posix / candidate
+    parts: list[str] = []
+    for part in full.parts[1:]:
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                raise ValidationError(field_name, f"{path!r} escapes the project root", value=path)
+            parts.pop()
+            continue
+        parts.append(part)
+    resolved = PurePosixPath("/", *parts)
+    try:
+        rel = resolved.relative_to(root_posix)
+    except ValueError:
+        raise ValidationError(
+            field_name, f"{path!r} is outside the project root {root_posix}", value=path
+        ) from None
+    if str(rel) in ("", "."):
+        raise ValidationError(field_name, f"{path!r} is the project root itself, not a file")
+    return str(rel)
+
+
+def validate_files(root: Path, files: Any, field_name: str = "files") -> list[str]:
+    """A non-empty list of at most 100 paths, each normalised; duplicates collapse."""
+    if not isinstance(files, list | tuple):
+        raise ValidationError(field_name, f"must be a list of paths, got {type(files).__name__}")
+    if len(files) > MAX_FILES_PER_CALL:
+        raise ValidationError(
+            field_name, f"must hold at most {MAX_FILES_PER_CALL} paths, got {len(files)}"
+        )
+    out: list[str] = []
+    for i, f in enumerate(files):
+        norm = normalise_path(root, f, f"{field_name}[{i}]")
+        if norm not in out:
+            out.append(norm)
+    return out
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Employee:
+    """A hired AI employee."""
+
+    name: str
+    role: str
+    smartness: Smartness = Smartness.NORMAL
+    status: EmployeeStatus = EmployeeStatus.ACTIVE
+    hired_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the original's keys plus status)."""
+        return {
+            "name": self.name,
+            "role": self.role,
+            "smartness": str(self.smartness),
+            "status": str(self.status),
+            "hired_at": self.hired_at,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileLease:
+    """An active or past lease of one path by one employee."""
+
+    id: int
+    path: str
+    employee: str
+    description: str = ""
+    task_id: int | None = None
+    acquired_at: float = 0.0
+    expires_at: float | None = None
+    released_at: float | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether the lease has not been released."""
+        return self.released_at is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileRequest:
+    """A request by ``requester`` for a path leased by ``owner``."""
+
+    id: int
+    path: str
+    requester: str
+    owner: str
+    reason: str = ""
+    status: RequestStatus = RequestStatus.PENDING
+    created_at: float = 0.0
+    resolved_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        d = asdict(self)
+        d["status"] = str(self.status)
+        return d
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Task:
+    """A unit of work for one employee."""
+
+    id: int
+    employee: str
+    description: str
+    priority: int = 5
+    model: str | None = None
+    mode: TaskMode = TaskMode.BUILD
+    files: tuple[str, ...] = field(default_factory=tuple)
+    status: TaskStatus = TaskStatus.QUEUED
+    attempts: int = 0
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: str | None = None
+    error: str | None = None
+    progress: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the task has finished, however it finished."""
+        return self.status in TERMINAL_STATUSES
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        d = asdict(self)
+        d["mode"] = str(self.mode)
+        d["status"] = str(self.status)
+        d["files"] = list(self.files)
+        return d

@@ -1,0 +1,212 @@
+"""``orchestra bench scheduler``: what orchestration costs, measured in one run.
+
+- **overhead per task**: time from ``submit`` to the terminal event, minus the time the
+  backend itself spent in ``run`` (measured inside a timing wrapper), in steady state with
+  N clients each keeping one task in flight (N = 500, so 500 concurrent tasks) — with the
+  simulated backend (1 s tasks) and with the OpenAI backend against the fake provider on
+  loopback (0.5 s to first token, 100 tokens at 200 tok/s);
+- **throughput**: 10,000 simulated tasks (10 ms each) at ``max_concurrent_tasks`` 50
+  and 500, against the ideal ``limit / latency``;
+- **token bucket accuracy**: grants achieved vs the configured rate over ≥ 10 s with
+  many waiters, and the largest burst seen in any 10 ms window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from .agents import HttpClientPool, OpenAIBackend, SimulatedBackend
+from .agents.base import AgentBackend, AgentRequest, AgentResult, Emit
+from .config import AgentSettings, DatabaseSettings, OptimizationFlags, SchedulerSettings
+from .ratelimit import TokenBucket
+from .scheduler import Scheduler
+from .store import Store
+
+__all__ = ["cli_main", "run_scheduler_bench"]
+
+
+class TimingBackend:
+    """Wraps a backend and records how long each run spent inside it."""
+
+    def __init__(self, inner: AgentBackend) -> None:
+        self.inner = inner
+        self.name = f"timed-{inner.name}"
+        self.inner_s: dict[int, float] = {}
+
+    async def run(self, request: AgentRequest, emit: Emit) -> AgentResult:
+        t0 = time.perf_counter()
+        try:
+            return await self.inner.run(request, emit)
+        finally:
+            self.inner_s[request.task_id] = time.perf_counter() - t0
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+@asynccontextmanager
+async def _scheduler(tmp: Path, backend: AgentBackend, limit: int, team: int,
+                     tag: str) -> AsyncIterator[Scheduler]:
+    (tmp / tag).mkdir()
+    db = DatabaseSettings(path=str(tmp / tag / "bench.db"))
+    async with Store(db, OptimizationFlags(), project_root=tmp / tag) as store:
+        await store.hire_many([{"name": f"e{i}", "role": "dev"} for i in range(team)])
+        settings = SchedulerSettings(max_concurrent_tasks=limit, max_api_requests_per_minute=1e9,
+                                     api_burst=100_000, progress_files=False)
+        async with Scheduler(store, backend, settings, workspace_root=tmp / tag / "ws",
+                             project_root=tmp / tag) as sched:
+            yield sched
+
+
+async def _overhead(tmp: Path, inner: AgentBackend, inflight: int, duration_s: float,
+                    tag: str) -> dict[str, float]:
+    """Steady state: ``inflight`` clients each submit a task and wait for its end, again
+    and again, for ``duration_s`` (bounded by count too). Overhead = submit-to-done minus
+    the time spent inside the backend."""
+    backend = TimingBackend(inner)
+    overheads: list[float] = []
+    max_tasks = inflight * 200
+    async with _scheduler(tmp, backend, inflight, inflight, tag) as sched:
+        stop = time.perf_counter() + duration_s
+
+        async def client(i: int) -> None:
+            while time.perf_counter() < stop and len(overheads) < max_tasks:
+                t0 = time.perf_counter()
+                task = await sched.submit(f"e{i}", "bench")
+                await sched.wait(task.id)
+                overheads.append(time.perf_counter() - t0 - backend.inner_s[task.id])
+
+        await asyncio.gather(*(client(i) for i in range(inflight)))
+    inner_ms = [v * 1000 for v in backend.inner_s.values()]
+    ms = [v * 1000 for v in overheads[len(overheads) // 10:]]  # drop the warm-up tenth
+    return {"p50_ms": _pct(ms, 50), "p99_ms": _pct(ms, 99), "backend_p50_ms": _pct(inner_ms, 50),
+            "tasks": float(len(overheads))}
+
+
+async def _throughput(tmp: Path, n_tasks: int, limit: int, latency_ms: float) -> float:
+    agents = AgentSettings(sim_latency_ms=latency_ms, sim_jitter_ms=0.0)
+    async with _scheduler(tmp, SimulatedBackend(agents), limit, max(limit, 1), f"tp{limit}") as sched:
+        t0 = time.perf_counter()
+        for start in range(0, n_tasks, 500):
+            items = [{"employee": f"e{i % limit}", "description": "bench"}
+                     for i in range(start, min(n_tasks, start + 500))]
+            await sched.submit_many(items)
+        deadline = t0 + 300
+        while sched.stats()["completed"] < n_tasks and time.perf_counter() < deadline:
+            await asyncio.sleep(0.02)
+        done = sched.stats()["completed"]
+        return done / (time.perf_counter() - t0)
+
+
+async def _token_bucket(rate_per_min: float, burst: int, duration_s: float) -> dict[str, float]:
+    bucket = TokenBucket(rate_per_min, burst)
+    grants: list[float] = []
+    t0 = time.perf_counter()
+    stop = t0 + duration_s
+
+    async def waiter() -> None:
+        while time.perf_counter() < stop:
+            await bucket.acquire()
+            grants.append(time.perf_counter())
+
+    await asyncio.gather(*(waiter() for _ in range(32)))
+    grants = [g for g in grants if g <= stop]
+    after = grants[burst:]
+    achieved = (len(after) / (after[-1] - t0) * 60) if after else 0.0
+    window = 0.010
+    j = 0
+    max_burst = 0
+    for i, g in enumerate(grants):
+        while grants[j] < g - window:
+            j += 1
+        max_burst = max(max_burst, i - j + 1)
+    return {"configured_per_min": rate_per_min, "achieved_per_min": achieved,
+            "error_pct": abs(achieved - rate_per_min) / rate_per_min * 100,
+            "max_burst": float(max_burst), "burst": float(burst)}
+
+
+async def run_scheduler_bench(*, quick: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Every figure of the scheduler benchmark, measured in this one run."""
+    from .fakellm import FakeLLM, FakeLLMConfig
+
+    say = (lambda msg: print(f"  … {msg}", flush=True)) if progress else (lambda msg: None)
+    inflight, duration_s = (50, 2.0) if quick else (500, 8.0)
+    n_tasks = 1_000 if quick else 10_000
+    out: dict[str, Any] = {"inflight": inflight, "tasks": n_tasks}
+    with tempfile.TemporaryDirectory(prefix="orchestra-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        say(f"overhead, simulated backend, {inflight} in flight")
+        sim = SimulatedBackend(AgentSettings(sim_latency_ms=1000.0, sim_jitter_ms=0.0))
+        o = await _overhead(tmp, sim, inflight, duration_s, "sim")
+        out |= {"overhead_p50_ms": o["p50_ms"], "overhead_p99_ms": o["p99_ms"],
+                "sim_backend_p50_ms": o["backend_p50_ms"]}
+        say("overhead, openai backend against the fake provider")
+        async with FakeLLM(FakeLLMConfig(ttft_ms=500.0, ttft_jitter_ms=0.0, tokens_per_s=200.0,
+                                         output_tokens=100, output_tokens_jitter=0,
+                                         capacity=10_000)) as fake:
+            agents = AgentSettings(backend="openai", base_url=fake.base_url)
+            async with HttpClientPool(inflight, True, 30.0) as pool:
+                o = await _overhead(tmp, OpenAIBackend(agents, pool), inflight, duration_s,
+                                    "llm")
+        out |= {"llm_overhead_p50_ms": o["p50_ms"], "llm_overhead_p99_ms": o["p99_ms"],
+                "llm_backend_p50_ms": o["backend_p50_ms"]}
+        for limit in (50, 500):
+            say(f"throughput, {n_tasks} simulated tasks of 10 ms, max_concurrent_tasks={limit}")
+            rate = await _throughput(tmp, n_tasks, limit, 10.0)
+            out[f"tasks_per_s_c{limit}"] = rate
+            out[f"ideal_tasks_per_s_c{limit}"] = limit / 0.010
+    say("token bucket: 3000/min, burst 20, 32 waiters")
+    tb = await _token_bucket(3000.0, 20, 2.0 if quick else 10.0)
+    out |= {"ratelimit_configured_per_min": tb["configured_per_min"],
+            "ratelimit_achieved_per_min": tb["achieved_per_min"],
+            "ratelimit_error_pct": tb["error_pct"], "max_burst": tb["max_burst"],
+            "ratelimit_burst_capacity": tb["burst"]}
+    return out
+
+
+def _table(r: dict[str, Any]) -> str:
+    rows = [
+        (f"overhead per task, simulated, {r['inflight']} in flight",
+         f"p50 {r['overhead_p50_ms']:.2f} ms, p99 {r['overhead_p99_ms']:.2f} ms",
+         f"backend itself p50 {r['sim_backend_p50_ms']:.1f} ms"),
+        ("overhead per task, openai backend → fake provider",
+         f"p50 {r['llm_overhead_p50_ms']:.2f} ms, p99 {r['llm_overhead_p99_ms']:.2f} ms",
+         f"backend itself p50 {r['llm_backend_p50_ms']:.1f} ms"),
+    ]
+    for limit in (50, 500):
+        got, ideal = r[f"tasks_per_s_c{limit}"], r[f"ideal_tasks_per_s_c{limit}"]
+        rows.append((f"throughput, {r['tasks']} tasks of 10 ms, limit {limit}",
+                     f"{got:,.0f} tasks/s", f"{got / ideal:.0%} of ideal {ideal:,.0f}/s"))
+    rows.append(("token bucket 3000/min, burst 20",
+                 f"{r['ratelimit_achieved_per_min']:,.1f}/min ({r['ratelimit_error_pct']:.2f} % off)",
+                 f"largest burst {r['max_burst']:.0f} (capacity {r['ratelimit_burst_capacity']:.0f})"))
+    width = max(len(a) for a, _, _ in rows)
+    return "\n".join(f"{a:<{width}}  {b:<34} {c}" for a, b, c in rows)
+
+
+def cli_main(argv: list[str]) -> int:
+    """``orchestra bench scheduler [--json] [--quick]``."""
+    parser = argparse.ArgumentParser(prog="orchestra bench scheduler", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
+    args = parser.parse_args(argv)
+    result = asyncio.run(run_scheduler_bench(quick=args.quick, progress=not args.json))
+    print(json.dumps(result, sort_keys=True) if args.json else _table(result))
+    return 0
+

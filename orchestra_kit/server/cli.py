@@ -1,0 +1,97 @@
+"""``orchestra serve``: run the HTTP API until SIGTERM/SIGINT, then drain and exit 0.
+
+Drain order: stop listening and mark the service draining (health 503, SSE streams
+end, new tasks refused), let in-flight requests finish within
+``server.shutdown_timeout_s``, then the scheduler requeues what it cannot finish within
+its grace, the store closes, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from ..config import Settings
+from ..errors import ConfigError, OrchestraError
+from .app import Service
+
+__all__ = ["build_parser", "serve_main", "settings_from_args"]
+
+log = logging.getLogger("orchestra_kit.server")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``orchestra serve`` argument parser."""
+    p = argparse.ArgumentParser(prog="orchestra serve", description="Run the HTTP API.")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to bind; 0 picks a free one (default 8080)")
+    p.add_argument("--db", help="SQLite database path (default orchestra.db)")
+    p.add_argument("--project-root", help="directory file paths are confined to")
+    p.add_argument("--config", help="JSON config file (the seed's performance config schema)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any setting, e.g. --set scheduler.max_concurrent_tasks=8")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
+    """Defaults < --config < environment < --set < explicit flags."""
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("--set", item, "must be KEY=VALUE")
+        overrides[key.strip()] = value
+    for flag, key in (("host", "server.host"), ("port", "server.port"), ("db", "database.path"),
+                      ("project_root", "project_root")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[key] = str(value)
+    return Settings.load(config_file=args.config, environ=environ, overrides=overrides)
+
+
+async def _serve(settings: Settings) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with Service(settings) as svc:
+            print(f"orchestra serving on {svc.url} (db={settings.database.path}, "
+                  f"backend={settings.agents.backend})", flush=True)
+            await stop.wait()
+            log.info("orchestra: draining (signal received)")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    log.info("orchestra: stopped cleanly")
+    return 0
+
+
+def serve_main(argv: list[str]) -> int:
+    """Entry point of ``orchestra serve``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args, dict(os.environ))
+    except OrchestraError as exc:
+        print(f"orchestra serve: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(_serve(settings))
+    except OrchestraError as exc:
+        print(f"orchestra serve: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"orchestra serve: cannot listen on {settings.server.host}:"
+              f"{settings.server.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(serve_main(sys.argv[1:]))

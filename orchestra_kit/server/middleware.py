@@ -1,0 +1,188 @@
+"""The request pipeline: request id, timing, body limit, auth, rate limit, errors, gzip.
+
+One middleware does it all in a fixed order, because each aiohttp middleware layer
+costs a coroutine frame per request and the hot path should stay cheap:
+
+1. request id (a sane ``X-Request-ID`` is kept, else one is generated) and a start time;
+2. body size: a ``Content-Length`` over the limit is refused before reading (413);
+3. auth: when API keys are configured, POST/PUT/PATCH/DELETE need ``Bearer <key>``,
+   compared with ``hmac.compare_digest`` against every key (401);
+4. per-client token bucket keyed by the valid API key, else the peer address (429 with
+   ``Retry-After``); ``X-RateLimit-*`` headers go on every answer;
+5. the handler; any error becomes the JSON error shape, an unexpected one a generic 500
+   (traceback logged, never sent);
+6. gzip when the answer is large and the client accepts it; latency recorded per route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import hdrs, web
+from aiohttp.web_urldispatcher import AbstractRoute
+
+from ..errors import OrchestraError, RateLimitedError
+from ..ratelimit import KeyedTokenBucket
+from .http import (
+    BodyTooLargeError,
+    InternalError,
+    MethodNotAllowedError,
+    RouteNotFoundError,
+    UnauthorizedError,
+    error_response,
+)
+from .state import REQUEST_ID, AppState
+
+__all__ = ["REQUEST_ID_HEADER", "build_middleware"]
+
+log = logging.getLogger("orchestra_kit.server")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$").match
+_MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _Pipeline:
+    """Per-application constants computed once, and the per-request steps."""
+
+    def __init__(self, state: AppState) -> None:
+        server = state.settings.server
+        self.state = state
+        self.metrics = state.metrics
+        self.max_body = server.max_body_bytes
+        self.gzip_min = server.gzip_min_bytes
+        self.keys = tuple(f"Bearer {k}".encode() for k in server.api_keys)
+        self.limiter = (KeyedTokenBucket(server.requests_per_minute, server.rate_limit_burst)
+                        if server.requests_per_minute > 0 else None)
+        self.limit_header = str(server.rate_limit_burst)
+        self.labels: dict[AbstractRoute | None, str] = {}
+        self.root = str(state.project_root)
+
+    def scrub(self, exc: OrchestraError) -> OrchestraError:
+        """Keep the server's own paths out of answers (the project root is not public)."""
+        if self.root in exc.message:
+            exc.message = exc.message.replace(self.root, "<project root>")
+        return exc
+
+    def label(self, request: web.Request) -> str:
+        route = request.match_info.route
+        label = self.labels.get(route)
+        if label is None:
+            resource = route.resource
+            path = resource.canonical if resource is not None else "(unmatched)"
+            label = self.labels[route] = f"{route.method} {path}"
+        return label
+
+    def authenticated(self, request: web.Request) -> bool:
+        header = request.headers.get(hdrs.AUTHORIZATION)
+        if header is None:
+            return False
+        given = header.encode("utf-8", "surrogateescape")
+        ok = False
+        for key in self.keys:  # no early exit: timing does not tell which key matched
+            ok |= hmac.compare_digest(given, key)
+        return ok
+
+    def guard(self, request: web.Request, headers: dict[str, str]) -> None:
+        """Body size, auth and rate limit; raises the error to answer with."""
+        length = request.content_length
+        if length is not None and length > self.max_body:
+            raise BodyTooLargeError(
+                f"The request body has {length} bytes; the limit is {self.max_body}",
+                details={"limit_bytes": self.max_body})
+        authed = bool(self.keys) and self.authenticated(request)
+        if self.limiter is not None:
+            key = request.headers.get(hdrs.AUTHORIZATION, "") if authed else (
+                request.remote or "?")
+            d = self.limiter.check(key)
+            headers["X-RateLimit-Limit"] = self.limit_header
+            headers["X-RateLimit-Remaining"] = str(d.remaining)
+            headers["X-RateLimit-Reset"] = str(math.ceil(d.reset_s))
+            if not d.allowed:
+                retry = max(1, math.ceil(d.retry_after_s))
+                headers["Retry-After"] = str(retry)
+                raise RateLimitedError(
+                    f"Rate limit of {self.limit_header} requests exceeded for this client;"
+                    f" retry after {retry} s", retry_after_s=retry)
+        if self.keys and not authed and request.method in _MUTATING:
+            headers["WWW-Authenticate"] = "Bearer"
+            raise UnauthorizedError(
+                "This request needs a valid API key: 'Authorization: Bearer <key>'")
+
+    def finish(self, request: web.Request, resp: web.StreamResponse, rid: str,
+               headers: dict[str, str]) -> None:
+        if resp.prepared:
+            return
+        resp.headers[REQUEST_ID_HEADER] = rid
+        if headers:
+            resp.headers.update(headers)
+        if self.gzip_min and isinstance(resp, web.Response):
+            body = resp.body
+            if (isinstance(body, bytes) and len(body) >= self.gzip_min
+                    and "gzip" in request.headers.get(hdrs.ACCEPT_ENCODING, "")):
+                resp.enable_compression(web.ContentCoding.gzip)
+                resp.headers[hdrs.VARY] = hdrs.ACCEPT_ENCODING
+
+
+def _from_http_exception(exc: web.HTTPException) -> OrchestraError:
+    if isinstance(exc, web.HTTPNotFound):
+        return RouteNotFoundError("No such endpoint")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = sorted(exc.allowed_methods)
+        return MethodNotAllowedError(f"This endpoint does not accept this method; use one of "
+                                     f"{', '.join(allowed)}", details={"allowed": allowed})
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return BodyTooLargeError("The request body is over the size limit")
+    err = OrchestraError(exc.reason or "HTTP error")
+    err.http_status = exc.status
+    err.code = "http_error"
+    return err
+
+
+def build_middleware(state: AppState) -> Any:
+    """The single pipeline middleware for an application with ``state``."""
+    p = _Pipeline(state)
+    metrics = p.metrics
+    perf_counter = time.perf_counter
+
+    @web.middleware
+    async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = perf_counter()
+        rid = request.headers.get(REQUEST_ID_HEADER)
+        if rid is None or not _SANE_ID(rid):
+            rid = state.new_request_id()
+        request[REQUEST_ID] = rid
+        headers: dict[str, str] = {}
+        metrics.in_flight += 1
+        try:
+            p.guard(request, headers)
+            resp = await handler(request)
+        except OrchestraError as exc:
+            resp = error_response(p.scrub(exc), rid)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            resp = error_response(_from_http_exception(exc), rid)
+            if isinstance(exc, web.HTTPMethodNotAllowed):
+                headers[hdrs.ALLOW] = ",".join(sorted(exc.allowed_methods))
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception:
+            log.exception("Unhandled error in %s %s (request %s)",
+                          request.method, request.path, rid)
+            resp = error_response(InternalError("Internal server error"), rid)
+        finally:
+            metrics.in_flight -= 1
+        p.finish(request, resp, rid, headers)
+        metrics.observe(p.label(request), resp.status, perf_counter() - started)
+        return resp
+
+    return pipeline

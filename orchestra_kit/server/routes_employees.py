@@ -1,0 +1,105 @@
+"""Employee endpoints: list, hire, batch hire, get, fire."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import NotFoundError, OrchestraError
+from ..models import Employee, Smartness, validate_employee_name
+from .http import json_response, parse_body, query_choice, query_int
+from .schemas import HireBatchBody, HireBody
+from .state import STATE
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+_SMARTNESS = frozenset(s.value for s in Smartness)
+
+
+def error_item(error: OrchestraError) -> dict[str, Any]:
+    """A batch item's error object."""
+    return {"code": error.code, "message": error.message, "details": error.details}
+
+
+@routes.get("/employees")
+async def list_employees(request: web.Request) -> web.Response:
+    """Employees, optionally filtered by role and smartness."""
+    store = request.app[STATE].require_store()
+    role = request.query.get("role") or None
+    smartness = query_choice(request, "smartness", _SMARTNESS)
+    limit = query_int(request, "limit", 1000, 1, 10_000)
+    offset = query_int(request, "offset", 0, 0, 10**9)
+    employees = await store.list_employees(role=role, smartness=smartness, limit=limit,
+                                           offset=offset)
+    return json_response({"employees": [e.to_dict() for e in employees]})
+
+
+@routes.post("/employees")
+async def hire(request: web.Request) -> web.Response:
+    """Hire one employee: 201, or 409 when the name is taken."""
+    body = await parse_body(request, HireBody)
+    store = request.app[STATE].require_store()
+    employee: Employee = await store.hire(body.name, body.role, str(body.smartness))
+    return json_response(
+        {"message": f"Successfully hired {employee.name} as {employee.role}",
+         "employee": employee.to_dict()},
+        status=201,
+    )
+
+
+@routes.post("/employees/batch")
+async def hire_batch(request: web.Request) -> web.Response:
+    """Hire up to 1000 employees in one transaction; per-item results."""
+    body = await parse_body(request, HireBatchBody)
+    store = request.app[STATE].require_store()
+    items = [{"name": e.name, "role": e.role, "smartness": str(e.smartness)}
+             for e in body.employees]
+    outcomes = await store.hire_many(items)
+    results: dict[str, bool] = {}
+    out_items: list[dict[str, Any]] = []
+    for item, outcome in zip(items, outcomes, strict=True):
+        ok = not isinstance(outcome, BaseException)
+        results[item["name"]] = results.get(item["name"], False) or ok
+        entry: dict[str, Any] = {"name": item["name"], "ok": ok}
+        if isinstance(outcome, OrchestraError):
+            entry["error"] = error_item(outcome)
+        out_items.append(entry)
+    hired = sum(1 for i in out_items if i["ok"])
+    return json_response({
+        "message": f"Successfully hired {hired}/{len(items)} employees",
+        "results": results,
+        "items": out_items,
+    })
+
+
+def _name_param(request: web.Request) -> str:
+    return validate_employee_name(request.match_info["name"], "name")
+
+
+@routes.get("/employees/{name}")
+async def get_employee(request: web.Request) -> web.Response:
+    """One employee; 404 when absent."""
+    name = _name_param(request)
+    employee = await request.app[STATE].require_store().get_employee(name)
+    if employee is None:
+        raise NotFoundError(f"No employee named {name!r}", details={"name": name})
+    return json_response(employee.to_dict())
+
+
+@routes.delete("/employees/{name}")
+async def fire(request: web.Request) -> web.Response:
+    """Fire an employee: leases released, requests denied, tasks cancelled and stopped."""
+    name = _name_param(request)
+    state = request.app[STATE]
+    report = await state.require_store().fire(name)
+    if state.scheduler is not None:
+        state.scheduler.fired(report)
+    return json_response({
+        "message": f"Successfully fired {name}",
+        "released_files": list(report.released_paths),
+        "cancelled_tasks": list(report.cancelled_task_ids),
+        "denied_requests": list(report.denied_request_ids),
+    })

@@ -1,0 +1,208 @@
+"""Task endpoints: assign, batch assign, list, get, events (SSE), cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import ConflictError, NotFoundError, OrchestraError
+from ..models import Task, TaskStatus, validate_employee_name, validate_files
+from .http import MAX_ID, dumps, json_response, parse_body, path_id, query_choice, query_int
+from .routes_employees import error_item
+from .schemas import AssignBatchBody, AssignBody
+from .state import REQUEST_ID, STATE, AppState
+
+__all__ = ["SSE_HEARTBEAT_S", "routes"]
+
+routes = web.RouteTableDef()
+
+#: Seconds between SSE heartbeat comments (keeps proxies from closing an idle stream).
+SSE_HEARTBEAT_S = 15.0
+AUTO_HIRE_ROLE = "developer"
+_STATUSES = frozenset(s.value for s in TaskStatus)
+
+
+def _submit_kwargs(state: AppState, body: AssignBody, field: str = "files") -> dict[str, Any]:
+    files = validate_files(state.project_root, body.files, field) if body.files else []
+    return {"priority": body.priority, "model": body.model, "mode": str(body.mode),
+            "files": files}
+
+
+async def _auto_hire(state: AppState, names: set[str]) -> None:
+    """Hire missing employees as developers (the original's behaviour, when configured)."""
+    store = state.require_store()
+    for name in sorted(names):
+        with contextlib.suppress(ConflictError):
+            await store.hire(name, AUTO_HIRE_ROLE, "normal")
+
+
+def _assign_answer(task: Task) -> dict[str, Any]:
+    return {
+        "message": f"Task {task.id} for {task.employee} is {task.status}",
+        "task_id": task.id,
+        "status": str(task.status),
+        "session_id": str(task.id),
+        "task": task.to_dict(),
+        "model": task.model,
+        "mode": str(task.mode),
+        "priority": task.priority,
+    }
+
+
+@routes.post("/tasks")
+async def assign(request: web.Request) -> web.Response:
+    """Queue a task (202); with async processing off, run it and answer 200 when done."""
+    body = await parse_body(request, AssignBody)
+    state = request.app[STATE]
+    scheduler = state.require_scheduler()
+    kwargs = _submit_kwargs(state, body)
+    run = (scheduler.submit if state.settings.flags.enable_async_llm_processing
+           else scheduler.run_now)
+    try:
+        task: Task = await run(body.name, body.task, **kwargs)
+    except NotFoundError:
+        if not state.settings.scheduler.auto_hire:
+            raise
+        await _auto_hire(state, {body.name})
+        task = await run(body.name, body.task, **kwargs)
+    status = 202 if state.settings.flags.enable_async_llm_processing else 200
+    return json_response(_assign_answer(task), status=status)
+
+
+@routes.post("/tasks/batch")
+async def assign_batch(request: web.Request) -> web.Response:
+    """Queue up to 1000 tasks in one transaction; per-item results."""
+    body = await parse_body(request, AssignBatchBody)
+    state = request.app[STATE]
+    scheduler = state.require_scheduler()
+    items = [{"employee": t.name, "description": t.task,
+              **_submit_kwargs(state, t, f"tasks[{i}].files")}
+             for i, t in enumerate(body.tasks)]
+    if state.settings.scheduler.auto_hire:
+        await _auto_hire(state, {i["employee"] for i in items})
+    outcomes = await scheduler.submit_many(items)
+    results: list[dict[str, Any]] = []
+    out_items: list[dict[str, Any]] = []
+    for item, outcome in zip(items, outcomes, strict=True):
+        if isinstance(outcome, Task):
+            results.append({"employee": item["employee"], "success": True,
+                            "session_id": str(outcome.id)})
+            out_items.append({"name": item["employee"], "ok": True, "task_id": outcome.id})
+        else:
+            err = outcome if isinstance(outcome, OrchestraError) else OrchestraError(
+                "The task could not be queued")
+            results.append({"employee": item["employee"], "success": False,
+                            "error": err.message})
+            out_items.append({"name": item["employee"], "ok": False, "error": error_item(err)})
+    queued = sum(1 for i in out_items if i["ok"])
+    return json_response({"message": f"Queued {queued}/{len(items)} tasks",
+                          "results": results, "items": out_items})
+
+
+@routes.get("/tasks")
+async def list_tasks(request: web.Request) -> web.Response:
+    """Tasks, filtered by status and employee."""
+    status = query_choice(request, "status", _STATUSES)
+    employee = request.query.get("employee") or None
+    if employee is not None:
+        validate_employee_name(employee, "employee")
+    limit = query_int(request, "limit", 100, 1, 10_000)
+    offset = query_int(request, "offset", 0, 0, 10**9)
+    tasks = await request.app[STATE].require_store().list_tasks(
+        status=status, employee=employee, limit=limit, offset=offset)
+    return json_response({"tasks": [t.to_dict() for t in tasks]})
+
+
+@routes.get("/tasks/{id}")
+async def get_task(request: web.Request) -> web.Response:
+    """One task; 404 when absent (or not a task id)."""
+    if not request.match_info["id"].isdigit():
+        raise NotFoundError(f"No task {request.match_info['id'][:40]!r}")
+    task_id = path_id(request, "task")
+    task = await request.app[STATE].require_store().get_task(task_id)
+    if task is None:
+        raise NotFoundError(f"No task {task_id}")
+    return json_response(task.to_dict())
+
+
+@routes.get(r"/tasks/{id:\d+}/events")
+async def task_events(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events of one task until it is terminal (heartbeat comments meanwhile)."""
+    state = request.app[STATE]
+    task_id = path_id(request, "task")
+    task = await state.require_store().get_task(task_id)
+    if task is None:
+        raise NotFoundError(f"No task {task_id}")
+    scheduler = state.scheduler
+    resp = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no", "X-Request-ID": request[REQUEST_ID]})
+    await resp.prepare(request)
+    if scheduler is None:
+        await resp.write(_sse("status", {"task_id": task.id, "kind": "status",
+                                         "status": str(task.status), "progress": task.progress,
+                                         "data": {}, "t": 0.0}))
+    else:
+        await _stream(resp, scheduler.subscribe(task_id), state)
+    await resp.write_eof()
+    return resp
+
+
+def _sse(kind: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + kind.encode() + b"\ndata: " + dumps(data) + b"\n\n"
+
+
+async def _stream(resp: web.StreamResponse, events: AsyncIterator[Any], state: AppState) -> None:
+    """Write events until the iterator ends or the service drains."""
+    drain = asyncio.ensure_future(state.drained.wait()) if state.drained else None
+    nxt: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            if nxt is None:
+                nxt = asyncio.ensure_future(anext(events))
+            waiting = {nxt} if drain is None else {nxt, drain}
+            done, _ = await asyncio.wait(waiting, timeout=SSE_HEARTBEAT_S,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                await resp.write(b": heartbeat\n\n")
+                continue
+            if nxt not in done:
+                return  # draining
+            try:
+                event = nxt.result()
+            except StopAsyncIteration:
+                return
+            nxt = None
+            await resp.write(_sse(event.kind, event.to_dict()))
+    finally:
+        for fut in (nxt, drain):
+            if fut is not None and not fut.done():
+                fut.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await fut
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+@routes.delete("/tasks/{id}")
+async def cancel(request: web.Request) -> web.Response:
+    """Cancel a task by id; or, given an employee name, that employee's tasks (original)."""
+    ref = request.match_info["id"]
+    state = request.app[STATE]
+    if ref.isdigit():
+        if int(ref) > MAX_ID:
+            raise NotFoundError(f"No task {ref}")
+        task: Task = await state.require_scheduler().cancel(int(ref))
+        return json_response({"message": f"Task {task.id} is {task.status}",
+                              "task": task.to_dict()})
+    name = validate_employee_name(ref, "name")
+    if await state.require_store().get_employee(name) is None:
+        raise NotFoundError(f"No employee named {name!r}", details={"name": name})
+    ids = await state.require_scheduler().cancel_employee(name)
+    return json_response({"message": f"Stopped {len(ids)} task(s) of {name}",
+                          "cancelled": ids})

@@ -1,0 +1,72 @@
+"""The application's state object and its typed ``web.AppKey``.
+
+Routes and middleware read everything through :data:`STATE`; the components (store,
+scheduler, limiter) are filled in by the application's ``cleanup_ctx`` before the
+first request and cleared after the last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ..config import Settings
+from ..errors import ServiceUnavailableError
+from ..metrics import Metrics
+
+__all__ = ["REQUEST_ID", "STATE", "AppState", "Phase"]
+
+
+class Phase(enum.StrEnum):
+    """Lifecycle of the service: health answers 503 unless READY."""
+
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+@dataclass(eq=False, kw_only=True)
+class AppState:
+    """Everything a request handler needs."""
+
+    settings: Settings
+    project_root: Path
+    metrics: Metrics = field(default_factory=Metrics)
+    store: Any = None
+    scheduler: Any = None
+    backend: Any = None
+    llm_limiter: Any = None
+    pool: Any = None
+    phase: Phase = Phase.STARTING
+    drained: asyncio.Event | None = None
+    id_prefix: str = field(default_factory=lambda: os.urandom(4).hex())
+    _next_id: int = 0
+
+    def new_request_id(self) -> str:
+        """A process-unique request id (cheap: a random prefix and a counter)."""
+        self._next_id += 1
+        return f"{self.id_prefix}-{self._next_id:x}"
+
+    def require_store(self) -> Any:
+        """The store, or 503 when the service is not (or no longer) running."""
+        if self.store is None:
+            raise ServiceUnavailableError(f"The service is {self.phase}; try again shortly")
+        return self.store
+
+    def require_scheduler(self) -> Any:
+        """The scheduler, or 503 when the service is not (or no longer) running."""
+        if self.scheduler is None or self.phase is not Phase.READY:
+            raise ServiceUnavailableError(f"The service is {self.phase}; it takes no new tasks")
+        return self.scheduler
+
+
+STATE: web.AppKey[AppState] = web.AppKey("orchestra_state", AppState)
+#: The request id of the current request (set by the pipeline middleware).
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)

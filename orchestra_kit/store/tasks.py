@@ -1,0 +1,275 @@
+"""Tasks: create (one or many), the state machine, progress, recovery, counts."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import ConflictError, NotFoundError, OrchestraError, ValidationError
+from ..models import (
+    TERMINAL_STATUSES,
+    Task,
+    TaskMode,
+    TaskStatus,
+    can_transition,
+    validate_description,
+    validate_employee_name,
+    validate_files,
+    validate_priority,
+)
+from .base import TABLES, StoreBase
+from .schema import TASK_COLS, row_to_task
+from .sqlops import RecoveryReport, check_limit, close_requests_for, require_employee
+
+__all__ = ["TaskAPI"]
+
+_TASKS = ("tasks",)
+_INSERT = ("INSERT INTO tasks (employee, description, priority, model, mode, files, status,"
+           " attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?) RETURNING id")
+
+
+def _insert(conn: sqlite3.Connection, t: Task) -> Task:
+    require_employee(conn, t.employee)
+    (task_id,) = conn.execute(_INSERT, (t.employee, t.description, t.priority, t.model,
+                                        t.mode.value, json.dumps(list(t.files)),
+                                        t.created_at)).fetchone()
+    return Task(id=task_id, employee=t.employee, description=t.description, priority=t.priority,
+                model=t.model, mode=t.mode, files=t.files, created_at=t.created_at)
+
+
+def _insert_many(conn: sqlite3.Connection, tasks: list[Task]) -> list[Task | OrchestraError]:
+    out: list[Task | OrchestraError] = []
+    for t in tasks:
+        try:
+            out.append(_insert(conn, t))
+        except NotFoundError as e:
+            out.append(e)
+    return out
+
+
+def _transition(conn: sqlite3.Connection, task_id: int, new: TaskStatus,
+                expect: TaskStatus | None, result: str | None, error: str | None,
+                count_attempt: bool, now: float) -> Task:
+    row = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    if row is None:
+        raise NotFoundError(f"Task {task_id} does not exist", details={"task_id": task_id})
+    old = TaskStatus(row[0])
+    if expect is not None and old != expect:
+        raise ConflictError(f"Cannot move task {task_id} to {new.value!r}: it is {old.value!r},"
+                            f" not {expect.value!r}",
+                            details={"task_id": task_id, "status": old.value})
+    if not can_transition(old, new):
+        raise ConflictError(f"Cannot move task {task_id} from {old.value!r} to {new.value!r}",
+                            details={"task_id": task_id, "status": old.value})
+    sets: list[str] = ["status = ?"]
+    params: list[Any] = [new.value]
+    if new == TaskStatus.RUNNING:
+        sets.append("started_at = ?")
+        params.append(now)
+    if new in TERMINAL_STATUSES:
+        sets.append("finished_at = ?")
+        params.append(now)
+    if new == TaskStatus.COMPLETED:
+        sets.append("progress = 100")
+    for col, value in (("result", result), ("error", error)):
+        if value is not None:
+            sets.append(f"{col} = ?")
+            params.append(value)
+    if count_attempt:
+        sets.append("attempts = attempts + 1")
+    row = conn.execute(f"UPDATE tasks SET {', '.join(sets)} WHERE id = ? RETURNING {TASK_COLS}",
+                       (*params, task_id)).fetchone()
+    return row_to_task(row)
+
+
+def _recover(conn: sqlite3.Connection, max_attempts: int, now: float) -> RecoveryReport:
+    rows = conn.execute(
+        "UPDATE tasks SET"
+        " status = CASE WHEN attempts >= :max THEN 'failed' ELSE 'queued' END,"
+        " error = CASE WHEN attempts >= :max THEN 'interrupted' ELSE error END,"
+        " finished_at = CASE WHEN attempts >= :max THEN :now ELSE finished_at END"
+        " WHERE status = 'running' RETURNING id, status", {"max": max_attempts, "now": now},
+    ).fetchall()
+    released = conn.execute(
+        "UPDATE file_leases SET released_at = :now WHERE released_at IS NULL AND"
+        " ((expires_at IS NOT NULL AND expires_at <= :now) OR (task_id IS NOT NULL AND task_id"
+        " NOT IN (SELECT id FROM tasks WHERE status = 'running'))) RETURNING path, employee",
+        {"now": now}).fetchall()
+    close_requests_for(conn, released, now)
+    return RecoveryReport(
+        requeued_task_ids=tuple(sorted(r[0] for r in rows if r[1] == "queued")),
+        failed_task_ids=tuple(sorted(r[0] for r in rows if r[1] == "failed")),
+        released_paths=tuple(sorted(r[0] for r in released)),
+    )
+
+
+def _optional_text(value: Any, field: str, max_chars: int) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > max_chars:
+        raise ValidationError(field, f"must be null or a non-empty string of at most"
+                              f" {max_chars} characters, got {value!r}"[:200], value=value)
+    return value
+
+
+def _status(value: Any, field: str) -> TaskStatus:
+    try:
+        return TaskStatus(value)
+    except ValueError:
+        allowed = ", ".join(s.value for s in TaskStatus)
+        raise ValidationError(field, f"must be one of {allowed}, got {value!r}",
+                              value=value) from None
+
+
+class TaskAPI(StoreBase):
+    """Task methods of :class:`~orchestra_kit.store.Store`."""
+
+    def _new_task(self, item: Mapping[str, Any], prefix: str = "") -> Task:
+        mode = item.get("mode", TaskMode.BUILD.value)
+        try:
+            task_mode = TaskMode(mode)
+        except ValueError:
+            raise ValidationError(f"{prefix}mode", f"must be build, chat or analyze, got"
+                                  f" {mode!r}", value=mode) from None
+        files = item.get("files", ())
+        return Task(
+            id=0,
+            employee=validate_employee_name(item.get("employee"), f"{prefix}employee"),
+            description=validate_description(item.get("description"), f"{prefix}description"),
+            priority=validate_priority(item.get("priority", 5), f"{prefix}priority"),
+            model=_optional_text(item.get("model"), f"{prefix}model", 200),
+            mode=task_mode,
+            files=tuple(validate_files(self.project_root, list(files) if isinstance(
+                files, list | tuple) else files, f"{prefix}files")),
+            created_at=self._clock(),
+        )
+
+    async def create_task(
+        self, employee: str, description: str, *, priority: int = 5, model: str | None = None,
+        mode: str = "build", files: Sequence[str] = (),
+    ) -> Task:
+        """Queue a task for an existing employee (NotFoundError otherwise)."""
+        task = self._new_task({"employee": employee, "description": description,
+                               "priority": priority, "model": model, "mode": mode,
+                               "files": files})
+        created: Task = await self._write(lambda c: _insert(c, task), _TASKS, savepoint=False)
+        return created
+
+    async def create_tasks(self, items: Sequence[Mapping[str, Any]]) -> list[Task | OrchestraError]:
+        """Create many in ONE transaction; a Task or an error per item, in order."""
+        results: list[Task | OrchestraError | None] = [None] * len(items)
+        valid: list[tuple[int, Task]] = []
+        for i, item in enumerate(items):
+            try:
+                if not isinstance(item, Mapping):
+                    raise ValidationError(f"tasks[{i}]", "must be an object")
+                valid.append((i, self._new_task(item, f"tasks[{i}].")))
+            except ValidationError as e:
+                results[i] = e
+        if valid:
+            tasks = [t for _, t in valid]
+            done = await self._write(lambda c: _insert_many(c, tasks), _TASKS)
+            for (i, _), r in zip(valid, done, strict=True):
+                results[i] = r
+        return [r for r in results if r is not None]
+
+    async def get_task(self, task_id: int) -> Task:
+        """One task; NotFoundError when absent."""
+        async def load() -> Task | None:
+            rows = await self._fetch(f"SELECT {TASK_COLS} FROM tasks WHERE id = ?", (task_id,))
+            return row_to_task(rows[0]) if rows else None
+
+        task = await self._cached(("task", task_id), _TASKS, load)
+        if task is None:
+            raise NotFoundError(f"Task {task_id} does not exist", details={"task_id": task_id})
+        return task
+
+    async def list_tasks(
+        self, *, status: str | None = None, employee: str | None = None,
+        limit: int = 1000, offset: int = 0,
+    ) -> list[Task]:
+        """Tasks by id, optionally filtered by status and employee."""
+        limit, offset = check_limit(limit, offset)
+        where, params = [], []
+        if status is not None:
+            where.append("status = ?")
+            params.append(_status(status, "status").value)
+        if employee is not None:
+            where.append("employee = ?")
+            params.append(validate_employee_name(employee, "employee"))
+        sql = f"SELECT {TASK_COLS} FROM tasks"
+        sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id LIMIT ? OFFSET ?"
+
+        async def load() -> tuple[Task, ...]:
+            return tuple(row_to_task(r) for r in await self._fetch(sql, (*params, limit, offset)))
+
+        return list(await self._cached(("tasks", status, employee, limit, offset), _TASKS, load))
+
+    async def queued_tasks(self) -> list[Task]:
+        """Queued tasks, highest priority first, FIFO within a priority."""
+        sql = (f"SELECT {TASK_COLS} FROM tasks WHERE status = 'queued'"
+               " ORDER BY priority DESC, id ASC")
+
+        async def load() -> tuple[Task, ...]:
+            return tuple(row_to_task(r) for r in await self._fetch(sql))
+
+        return list(await self._cached(("queued",), _TASKS, load))
+
+    async def transition(
+        self, task_id: int, new: TaskStatus, *, expect: TaskStatus | None = None,
+        result: str | None = None, error: str | None = None, count_attempt: bool = False,
+    ) -> Task:
+        """Move a task along the state machine; ConflictError if illegal or not ``expect``."""
+        new_s = _status(new, "status")
+        expect_s = _status(expect, "expect") if expect is not None else None
+        now = self._clock()
+        task: Task = await self._write(
+            lambda c: _transition(c, task_id, new_s, expect_s, result, error, count_attempt, now),
+            _TASKS, savepoint=False)
+        return task
+
+    async def set_progress(self, task_id: int, progress: int) -> None:
+        """Record a task's progress percentage (0-100)."""
+        if isinstance(progress, bool) or not isinstance(progress, int) or not 0 <= progress <= 100:
+            raise ValidationError("progress", f"must be an integer 0-100, got {progress!r}",
+                                  value=progress)
+
+        def op(conn: sqlite3.Connection) -> None:
+            cur = conn.execute("UPDATE tasks SET progress = ? WHERE id = ?", (progress, task_id))
+            if cur.rowcount == 0:
+                raise NotFoundError(f"Task {task_id} does not exist", details={"task_id": task_id})
+
+        await self._write(op, _TASKS, savepoint=False)
+
+    async def recover(self, *, max_attempts: int) -> RecoveryReport:
+        """Start-up: requeue (or fail, 'interrupted') tasks left running; free stale leases."""
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ValidationError("max_attempts", f"must be a positive integer, got"
+                                  f" {max_attempts!r}", value=max_attempts)
+        now = self._clock()
+        report: RecoveryReport = await self._write(lambda c: _recover(c, max_attempts, now),
+                                                   TABLES)
+        return report
+
+    async def counts(self) -> dict[str, int]:
+        """Employees, active leases, pending requests and tasks per status."""
+        now = self._clock()
+        statuses = [s.value for s in TaskStatus]
+        sql = ("SELECT (SELECT COUNT(*) FROM employees),"
+               " (SELECT COUNT(*) FROM file_leases WHERE released_at IS NULL"
+               "  AND (expires_at IS NULL OR expires_at > :now)),"
+               " (SELECT COUNT(*) FROM file_requests WHERE status = 'pending'),"
+               " (SELECT MIN(expires_at) FROM file_leases WHERE released_at IS NULL"
+               "  AND expires_at > :now), "
+               + ", ".join(f"(SELECT COUNT(*) FROM tasks WHERE status = '{s}')" for s in statuses))
+
+        async def load() -> tuple[dict[str, int], float | None]:
+            (row,) = await self._fetch(sql, {"now": now})
+            out = {"employees": row[0], "active_leases": row[1], "pending_requests": row[2]}
+            out.update({f"tasks_{s}": n for s, n in zip(statuses, row[4:], strict=True)})
+            return out, row[3]
+
+        value, _ = await self._cached(("counts",), TABLES, load, lambda v: v[1])
+        return dict(value)

@@ -1,0 +1,281 @@
+"""The single writer: a thread that owns the write connection and commits in groups.
+
+Callers on the event loop submit :class:`WriteOp` s (a function run against the
+connection) to a queue. The thread takes every op queued (up to ``batch_size``; it
+waits up to ``window_s`` for more when the previous batch was bigger than what is
+queued), runs ``BEGIN IMMEDIATE``, each op in its own ``SAVEPOINT`` (so one bad op
+rolls back only itself), ``COMMIT``, bumps the generation of every table a
+successful op touched, and only THEN hands all results back to the loop with one
+``call_soon_threadsafe``. An awaiting caller therefore resumes only after its
+transaction is durable, and a cache can never serve data older than that write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import OrchestraError, StoreError
+
+__all__ = ["GroupCommitWriter", "WriteOp", "WriterStats"]
+
+WriteFn = Callable[[sqlite3.Connection], Any]
+_STOP = object()
+_Outcome = tuple["asyncio.Future[Any]", bool, Any]
+
+
+@dataclass(slots=True)
+class WriteOp:
+    """One write: ``fn(conn)`` runs inside the batch transaction.
+
+    ``savepoint=False`` is allowed only for ops whose single modifying statement is
+    their last one: a failing SQLite statement undoes itself, and nothing before it
+    changed anything, so the savepoint would buy nothing.
+    """
+
+    fn: WriteFn
+    future: asyncio.Future[Any]
+    tables: tuple[str, ...]
+    savepoint: bool = True
+
+
+@dataclass(slots=True)
+class WriterStats:
+    """Counters kept by the writer thread (plain ints: one writer, GIL-atomic reads)."""
+
+    ops: int = 0
+    failed_ops: int = 0
+    batches: int = 0
+    commits: int = 0
+    failed_commits: int = 0
+    max_batch: int = 0
+    histogram: dict[int, int] = field(default_factory=dict)
+
+    def record(self, size: int) -> None:
+        """Count one batch of ``size`` ops (histogram buckets are powers of two)."""
+        self.batches += 1
+        self.ops += size
+        self.max_batch = max(self.max_batch, size)
+        bucket = 1 << (size - 1).bit_length()
+        self.histogram[bucket] = self.histogram.get(bucket, 0) + 1
+
+
+class _BatchAborted(Exception):
+    """SQLite rolled the whole transaction back (disk full, I/O error ...)."""
+
+
+class GroupCommitWriter:
+    """Runs write ops on one thread, many per transaction (or one, when not batching)."""
+
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        *,
+        loop: asyncio.AbstractEventLoop,
+        generations: dict[str, int],
+        batch_size: int,
+        window_s: float,
+        persistent: bool,
+        adaptive_window: bool = True,
+        on_start: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
+        self._connect = connect
+        self._loop = loop
+        self._gens = generations
+        self._batch_size = batch_size
+        self._window_s = window_s
+        self._persistent = persistent
+        self._adaptive = adaptive_window
+        self._on_start = on_start
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._last_batch = 1
+        self._stopping = False
+        self.stats = WriterStats()
+        self._ready: asyncio.Future[None] = loop.create_future()
+        self._done: asyncio.Future[None] = loop.create_future()
+        self._thread = threading.Thread(target=self._main, name="orchestra-store-writer",
+                                        daemon=True)
+
+    # ------------------------------------------------------------------ loop side
+
+    async def start(self) -> None:
+        """Start the thread; returns once the connection is open and migrated."""
+        self._thread.start()
+        await self._ready
+
+    def submit(self, op: WriteOp) -> None:
+        """Queue ``op`` (non-blocking)."""
+        self._queue.put(op)
+
+    @property
+    def queue_depth(self) -> int:
+        """Ops waiting for the writer."""
+        return self._queue.qsize()
+
+    def stop_nowait(self) -> None:
+        """Ask the thread to finish the queued ops and exit."""
+        if not self._stopping:
+            self._stopping = True
+            self._queue.put(_STOP)
+
+    async def aclose(self) -> None:
+        """Finish queued ops, close the connection and join the thread."""
+        self.stop_nowait()
+        if self._thread.is_alive() or self._thread.ident is not None:
+            await asyncio.shield(self._done)
+            self._thread.join()
+
+    # ------------------------------------------------------------------ thread side
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # loop closed: nobody is waiting
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _main(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = self._connect()
+            self._run_on_start(conn)
+            if not self._persistent:
+                conn.close()
+                conn = None
+        except BaseException as e:  # noqa: BLE001 - handed to the loop, not swallowed
+            if conn is not None:
+                conn.close()
+            self._post(_set_exception, self._ready, e)
+            self._post(_set_result, self._done, None)
+            return
+        self._post(_set_result, self._ready, None)
+        try:
+            while (batch := self._take()) is not None:
+                if batch:
+                    self._run_batch(batch, conn)
+        finally:
+            if conn is not None:
+                conn.close()
+            self._post(_set_result, self._done, None)
+
+    def _run_on_start(self, conn: sqlite3.Connection) -> None:
+        # Drop the reference once used, so a forgotten Store can be garbage-collected.
+        on_start, self._on_start = self._on_start, None
+        if on_start is not None:
+            on_start(conn)
+
+    def _take(self) -> list[WriteOp] | None:
+        """The next batch; None once stopped and drained."""
+        if self._stopping and self._queue.empty():
+            return None
+        first = self._queue.get()
+        if first is _STOP:
+            return [] if not self._queue.empty() else None
+        batch: list[WriteOp] = [first]
+        limit = self._batch_size
+        self._drain(batch, limit)
+        target = min(limit, self._last_batch) if self._adaptive else limit
+        if self._window_s > 0 and len(batch) < target:
+            deadline = time.monotonic() + self._window_s
+            while len(batch) < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    self._queue.put(_STOP)
+                    break
+                batch.append(item)
+                self._drain(batch, limit)
+        self._last_batch = len(batch)
+        return batch
+
+    def _drain(self, batch: list[WriteOp], limit: int) -> None:
+        while len(batch) < limit:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is _STOP:
+                self._queue.put(_STOP)  # seen again once the queue is empty
+                return
+            batch.append(item)
+
+    def _run_batch(self, batch: list[WriteOp], conn: sqlite3.Connection | None) -> None:
+        outcomes: list[_Outcome] = []
+        own = conn is None
+        try:
+            if conn is None:
+                conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+            outcomes = [self._run_op(conn, op) for op in batch]
+            conn.execute("COMMIT")
+        except (sqlite3.Error, StoreError, _BatchAborted) as e:
+            _rollback(conn)
+            self.stats.failed_commits += 1
+            err = e if isinstance(e, StoreError) else StoreError(f"Write transaction failed: {e}")
+            outcomes = [(op.future, False, err) for op in batch]
+        else:
+            self.stats.commits += 1
+            gens = self._gens
+            for op, (_f, ok, _v) in zip(batch, outcomes, strict=True):
+                if ok:
+                    for t in op.tables:
+                        gens[t] += 1
+        finally:
+            if own and conn is not None:
+                conn.close()
+        self.stats.record(len(batch))
+        self._post(_resolve_all, outcomes)
+
+    def _run_op(self, conn: sqlite3.Connection, op: WriteOp) -> _Outcome:
+        if op.savepoint:
+            conn.execute("SAVEPOINT op")
+        try:
+            value = op.fn(conn)
+        except Exception as e:
+            self.stats.failed_ops += 1
+            if not conn.in_transaction:
+                raise _BatchAborted(str(e)) from e
+            if op.savepoint:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+            if isinstance(e, sqlite3.Error) and not isinstance(e, OrchestraError):
+                e = StoreError(f"Database error: {e}")
+            return (op.future, False, e)
+        if op.savepoint:
+            conn.execute("RELEASE op")
+        return (op.future, True, value)
+
+
+def _rollback(conn: sqlite3.Connection | None) -> None:
+    if conn is not None and conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+def _resolve_all(outcomes: list[_Outcome]) -> None:
+    for fut, ok, value in outcomes:
+        if fut.done():  # the caller was cancelled; the write still happened
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)

@@ -1,0 +1,117 @@
+"""Writer, migrations and lifecycle: savepoint isolation, batch failure, close semantics."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gc
+import sqlite3
+import warnings
+from pathlib import Path
+
+import pytest
+
+from orchestra_kit.config import DatabaseSettings, OptimizationFlags
+from orchestra_kit.errors import ConflictError, StoreClosedError, StoreError
+from orchestra_kit.store import Store
+from orchestra_kit.store.schema import MIGRATIONS
+
+
+async def test_schema_version_and_unique_index(tmp_path: Path) -> None:
+    db = str(tmp_path / "m.db")
+    for _ in range(2):  # reopening applies nothing twice
+        async with Store(DatabaseSettings(path=db), OptimizationFlags(), project_root=tmp_path):
+            pass
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.execute("INSERT INTO employees(name, role, hired_at) VALUES ('a', 'r', 0)")
+        conn.execute("INSERT INTO file_leases(path, employee, acquired_at) VALUES ('p', 'a', 0)")
+        with pytest.raises(sqlite3.IntegrityError):  # the database itself refuses
+            conn.execute("INSERT INTO file_leases(path, employee, acquired_at)"
+                         " VALUES ('p', 'a', 0)")
+
+
+async def test_wal_off_uses_rollback_journal(tmp_path: Path) -> None:
+    db = str(tmp_path / "d.db")
+    flags = dataclasses.replace(OptimizationFlags(), enable_wal_mode=False)
+    async with Store(DatabaseSettings(path=db), flags, project_root=tmp_path) as s:
+        await s.hire("a", "r")
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+async def test_one_bad_op_in_a_batch_fails_alone(tmp_path: Path) -> None:
+    settings = DatabaseSettings(path=str(tmp_path / "b.db"), group_commit_window_ms=5)
+    async with Store(settings, OptimizationFlags(), project_root=tmp_path) as store:
+        await store.hire("dup", "dev")
+        names = [f"n{i}" for i in range(50)] + ["dup"]
+        res = await asyncio.gather(*(store.hire(n, "dev") for n in names),
+                                   return_exceptions=True)
+        assert [type(r).__name__ for r in res].count("ConflictError") == 1
+        assert isinstance(res[-1], ConflictError)
+        assert len(await store.list_employees()) == 51
+        assert store.stats()["max_batch_size"] > 1  # really coalesced
+
+
+async def test_failed_commit_fails_every_op(tmp_path: Path) -> None:
+    async with Store(DatabaseSettings(path=str(tmp_path / "f.db")), OptimizationFlags(),
+                     project_root=tmp_path) as store:
+        def explode(conn: sqlite3.Connection) -> None:
+            conn.execute("COMMIT")  # ends the transaction behind the writer's back
+            conn.execute("SELECT * FROM no_such_table")
+
+        with pytest.raises(StoreError):
+            await store._write(explode, ())
+        await store.hire("after", "dev")  # the writer survives
+        assert (await store.get_employee("after")).name == "after"
+
+
+async def test_lifecycle(tmp_path: Path) -> None:
+    store = Store(DatabaseSettings(path=str(tmp_path / "l.db")), OptimizationFlags(),
+                  project_root=tmp_path)
+    with pytest.raises(StoreClosedError):
+        await store.hire("a", "r")
+    await store.start()
+    await store.hire("a", "r")
+    await store.aclose()
+    await store.aclose()  # idempotent
+    with pytest.raises(StoreClosedError):
+        await store.get_employee("a")
+    with pytest.raises(StoreError):
+        await store.start()
+
+
+async def test_unclosed_store_warns(tmp_path: Path) -> None:
+    store = Store(DatabaseSettings(path=str(tmp_path / "w.db")), OptimizationFlags(),
+                  project_root=tmp_path)
+    await store.start()
+    writer = store._writer
+    assert writer is not None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del store
+        gc.collect()
+    assert any(issubclass(w.category, ResourceWarning) for w in caught)
+    await writer.aclose()
+
+
+async def test_bad_path_fails_start(tmp_path: Path) -> None:
+    store = Store(DatabaseSettings(path=str(tmp_path / "missing" / "x.db")), OptimizationFlags(),
+                  project_root=tmp_path)
+    with pytest.raises(StoreError, match="Cannot open"):
+        await store.start()
+    await store.aclose()
+
+
+async def test_stats_shape(tmp_path: Path) -> None:
+    async with Store(DatabaseSettings(path=str(tmp_path / "s.db")), OptimizationFlags(),
+                     project_root=tmp_path) as store:
+        await asyncio.gather(*(store.hire(f"e{i}", "dev") for i in range(100)))
+        await store.get_employee("e1")
+        await store.get_employee("e1")
+        s = store.stats()
+        assert s["writes"] == 100 and s["commits"] == s["batches"] <= 100
+        assert sum(s["batch_size_histogram"].values()) == s["batches"]
+        assert s["cache"]["hits"] == 1 and s["cache"]["misses"] == 1
+        assert s["pool"]["size"] >= 1 and s["write_latency_p99_ms"] > 0
