@@ -39,3 +39,32 @@ lab: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(OPENCODE_DIR) .pytest_cache
+
+
+# --- lab notebooks at full size (papermill) and the regression baseline -------------
+# Executed copies go to results/notebooks/ (git-ignored). Parameters (smoke defaults
+# live in each notebook's `parameters` cell):
+#   01 TEAM_SIZE=16 TASKS=200 · 02 USERS=[1..128] DURATION_S=4 REPEATS=3 ·
+#   03 WORKLOAD=mix LEVELS="4, 16, 64" DURATION_S=3 · 04 SIZE=full · 05 as committed.
+NB_OUT := results/notebooks
+PAPERMILL := $(BIN)/papermill --cwd notebooks --kernel python3 --log-output
+
+notebooks-full: $(STAMP)
+	mkdir -p $(NB_OUT)
+	$(PAPERMILL) notebooks/01-quickstart.ipynb $(NB_OUT)/01-quickstart.ipynb -p TEAM_SIZE 16 -p TASKS 200
+	$(PAPERMILL) notebooks/02-concurrency-sweep.ipynb $(NB_OUT)/02-concurrency-sweep.ipynb \
+		-y '{"USERS": [1, 2, 4, 8, 16, 32, 64, 128], "DURATION_S": 4.0, "REPEATS": 3}'
+	$(PAPERMILL) notebooks/03-tuning-panel.ipynb $(NB_OUT)/03-tuning-panel.ipynb \
+		-p WORKLOAD mix -p LEVELS "4, 16, 64" -p DURATION_S 3.0
+	$(PAPERMILL) notebooks/04-seed-table.ipynb $(NB_OUT)/04-seed-table.ipynb -p SIZE full
+	$(PAPERMILL) notebooks/05-regression.ipynb $(NB_OUT)/05-regression.ipynb
+
+# Refresh the committed regression baseline deliberately (see notebooks/05-regression.ipynb).
+.PHONY: baseline
+baseline: $(STAMP)
+	rm -rf results/.baseline-run results/baselines/regression
+	$(BIN)/orchestra run experiments/regression.toml --results results/.baseline-run --no-charts --no-progress
+	mkdir -p results/baselines
+	cp -r results/.baseline-run/regression/*/ results/baselines/regression
+	rm -f results/baselines/regression/requests.csv
+	rm -rf results/.baseline-run

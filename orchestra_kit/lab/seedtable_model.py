@@ -198,6 +198,10 @@ class SeedTable:
                        f"(claimed: {r.seed_claim}): {r.note}.")
         return out
 
+    def verdicts_markdown(self) -> str:
+        """The verdicts as a Markdown bullet list (for ``IPython.display.Markdown``)."""
+        return "\n".join(f"- {v}" for v in self.verdicts())
+
     def plot(self, kind: str = "latency") -> Figure:
         """Before/after bars with min–max whiskers: ``latency`` (ms), ``success`` (%), ``users``."""
         from .plots import plot_before_after

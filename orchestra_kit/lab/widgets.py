@@ -32,7 +32,7 @@ from .sweep import PointDone, run_experiment
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["LAB_DEFAULTS", "SETTINGS_KNOBS", "PanelRun", "TuningPanel"]
+__all__ = ["LAB_DEFAULTS", "SETTINGS_KNOBS", "PanelRun", "TuningPanel", "watch_tasks"]
 
 #: The Settings keys the panel exposes, in display order.
 SETTINGS_KNOBS: tuple[str, ...] = (
@@ -270,6 +270,30 @@ class TuningPanel:
         if task is not None and not task.done():
             task.cancel()
             await asyncio.wait([task])  # waits without re-raising the task's cancellation
+
+
+async def watch_tasks(client: Any, task_ids: list[int], *, progress: bool = True,
+                      timeout_s: float = 300.0) -> pd.DataFrame:
+    """Follow each task's events until it ends, with a progress bar; one row per task."""
+    from tqdm.auto import tqdm
+
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=len(task_ids), desc="tasks done", unit="task", disable=not progress)
+
+    async def one(task_id: int) -> None:
+        task = await client.wait_task(task_id)
+        rows.append({"task_id": task.id, "employee": task.employee, "status": str(task.status),
+                     "attempts": task.attempts, "result": task.result,
+                     "time_to_done_s": round((task.finished_at or 0.0) - task.created_at, 3)})
+        bar.update(1)
+
+    try:
+        async with asyncio.timeout(timeout_s), asyncio.TaskGroup() as tg:
+            for task_id in task_ids:
+                tg.create_task(one(task_id))
+    finally:
+        bar.close()
+    return pd.DataFrame(rows).sort_values("task_id", ignore_index=True)
 
 
 def _points(run_dir: Path) -> pd.DataFrame:
