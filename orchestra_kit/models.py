@@ -40,6 +40,7 @@ __all__ = [
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 _NAME_RE = re.compile(NAME_PATTERN)
+_CONTROL_RE = re.compile(r"[\x00-\x1f]")
 MAX_DESCRIPTION_CHARS = 10_000
 MAX_ROLE_CHARS = 50
 MAX_FILES_PER_CALL = 100
@@ -51,6 +52,9 @@ class Smartness(enum.StrEnum):
 
     SMART = "smart"
     NORMAL = "normal"
+
+
+_SMARTNESS = {m.value: m for m in Smartness}
 
 
 class EmployeeStatus(enum.StrEnum):
@@ -136,13 +140,16 @@ def validate_role(role: Any, field_name: str = "role") -> str:
         raise ValidationError(
             field_name, f"must be 1-{MAX_ROLE_CHARS} characters, got {len(stripped)}", value=role
         )
-    if any(ord(c) < 32 for c in stripped):
+    if _CONTROL_RE.search(stripped):
         raise ValidationError(field_name, "must not contain control characters", value=role)
     return stripped
 
 
 def validate_smartness(value: Any, field_name: str = "smartness") -> Smartness:
     """``smart`` or ``normal`` (the original silently turned anything else into normal)."""
+    found = _SMARTNESS.get(value) if isinstance(value, str) else None
+    if found is not None:
+        return found
     try:
         return Smartness(value)
     except ValueError:

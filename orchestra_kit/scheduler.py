@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from .agents.base import AgentBackend, AgentEvent, AgentRequest, AgentResult
 from .config import AgentSettings, SchedulerSettings
@@ -90,7 +90,7 @@ class Scheduler:
         """Whether new work is taken."""
         return self._state == "running"
 
-    async def __aenter__(self) -> Scheduler:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -177,8 +177,14 @@ class Scheduler:
 
     # ------------------------------------------------------------------ observing
 
-    async def subscribe(self, task_id: int) -> AsyncIterator[TaskEvent]:
-        """Events of one task, starting with its current state, until it is terminal."""
+    async def subscribe(self, task_id: int, *,
+                        heartbeat_s: float | None = None) -> AsyncIterator[TaskEvent | None]:
+        """Events of one task, starting with its current state, until it is terminal.
+
+        With ``heartbeat_s``, ``None`` is yielded after that long without an event (so a
+        stream can send keep-alives without wrapping the iterator in timeouts). The
+        stream also ends on :meth:`end_subscriptions` (service draining).
+        """
         queue = self._hub.add(task_id)
         try:
             current = self._live.get(task_id) or await self._store.get_task(task_id)
@@ -186,7 +192,14 @@ class Scheduler:
             if current.terminal:
                 return
             while True:
-                event = await queue.get()
+                if heartbeat_s is None:
+                    event = await queue.get()
+                else:
+                    try:
+                        event = await asyncio.wait_for(queue.get(), heartbeat_s)
+                    except TimeoutError:
+                        yield None
+                        continue
                 if event is None:
                     return
                 yield event
@@ -200,11 +213,15 @@ class Scheduler:
         last: TaskEvent | None = None
         async with asyncio.timeout(timeout_s):
             async for event in self.subscribe(task_id):
-                last = event
+                last = event if event is not None else last
         if last is not None and last.task is not None and last.task.terminal:
             return last.task
         task: Task = await self._store.get_task(task_id)
         return task
+
+    def end_subscriptions(self) -> None:
+        """End every event stream now (the service is draining)."""
+        self._hub.close_all()
 
     def stats(self) -> dict[str, Any]:
         """Counters for /performance and /metrics."""

@@ -3,8 +3,9 @@
 - **overhead per task**: time from ``submit`` to the terminal event, minus the time the
   backend itself spent in ``run`` (measured inside a timing wrapper), in steady state with
   N clients each keeping one task in flight (N = 500, so 500 concurrent tasks) — with the
-  simulated backend (1 s tasks) and with the OpenAI backend against the fake provider on
-  loopback (0.5 s to first token, 100 tokens at 200 tok/s);
+  simulated backend (1 s ± 0.5 s tasks) and with the OpenAI backend against the fake
+  provider on loopback (0.5 s ± 0.25 s to first token, 100 tokens at 200 tok/s); clients
+  start staggered over the first second, so this is a steady state, not bursts of N;
 - **throughput**: 10,000 simulated tasks (10 ms each) at ``max_concurrent_tasks`` 50
   and 500, against the ideal ``limit / latency``;
 - **token bucket accuracy**: grants achieved vs the configured rate over ≥ 10 s with
@@ -85,6 +86,7 @@ async def _overhead(tmp: Path, inner: AgentBackend, inflight: int, duration_s: f
         stop = time.perf_counter() + duration_s
 
         async def client(i: int) -> None:
+            await asyncio.sleep(i / inflight)  # staggered starts: a steady state, not waves
             while time.perf_counter() < stop and len(overheads) < max_tasks:
                 t0 = time.perf_counter()
                 task = await sched.submit(f"e{i}", "bench")
@@ -109,7 +111,7 @@ async def _throughput(tmp: Path, n_tasks: int, limit: int, latency_ms: float) ->
         deadline = t0 + 300
         while sched.stats()["completed"] < n_tasks and time.perf_counter() < deadline:
             await asyncio.sleep(0.02)
-        done = sched.stats()["completed"]
+        done = int(sched.stats()["completed"])
         return done / (time.perf_counter() - t0)
 
 
@@ -144,19 +146,22 @@ async def run_scheduler_bench(*, quick: bool = False, progress: bool = True) -> 
     """Every figure of the scheduler benchmark, measured in this one run."""
     from .fakellm import FakeLLM, FakeLLMConfig
 
-    say = (lambda msg: print(f"  … {msg}", flush=True)) if progress else (lambda msg: None)
+    def say(msg: str) -> None:
+        if progress:
+            print(f"  … {msg}", flush=True)
+
     inflight, duration_s = (50, 2.0) if quick else (500, 8.0)
     n_tasks = 1_000 if quick else 10_000
     out: dict[str, Any] = {"inflight": inflight, "tasks": n_tasks}
     with tempfile.TemporaryDirectory(prefix="orchestra-bench-") as tmpdir:
         tmp = Path(tmpdir)
         say(f"overhead, simulated backend, {inflight} in flight")
-        sim = SimulatedBackend(AgentSettings(sim_latency_ms=1000.0, sim_jitter_ms=0.0))
+        sim = SimulatedBackend(AgentSettings(sim_latency_ms=1000.0, sim_jitter_ms=500.0))
         o = await _overhead(tmp, sim, inflight, duration_s, "sim")
         out |= {"overhead_p50_ms": o["p50_ms"], "overhead_p99_ms": o["p99_ms"],
                 "sim_backend_p50_ms": o["backend_p50_ms"]}
         say("overhead, openai backend against the fake provider")
-        async with FakeLLM(FakeLLMConfig(ttft_ms=500.0, ttft_jitter_ms=0.0, tokens_per_s=200.0,
+        async with FakeLLM(FakeLLMConfig(ttft_ms=500.0, ttft_jitter_ms=250.0, tokens_per_s=200.0,
                                          output_tokens=100, output_tokens_jitter=0,
                                          capacity=10_000)) as fake:
             agents = AgentSettings(backend="openai", base_url=fake.base_url)

@@ -106,7 +106,7 @@ def _doc(workload: dict[str, Any], load: dict[str, Any], sweep: dict[str, Any],
          variants: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     return {"target": {"settings": {**COMMON, **(settings or {})}}, "workload": workload,
             "load": {"model": "closed", **load}, "variants": variants or VARIANTS,
-            "sweep": {"variant": list((variants or VARIANTS)), **sweep}}
+            "sweep": {"variant": list(variants or VARIANTS), **sweep}}
 
 
 def _values(points: pd.DataFrame, col: str, scale: float = 1.0, **where: Any) -> list[float]:

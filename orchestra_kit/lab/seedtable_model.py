@@ -250,6 +250,15 @@ class SeedTable:
             figs["seed-table-ablation"] = self.ablation_plot()
         return figs
 
+    def save_charts(self, directory: str | Path, *, formats: Sequence[str] = ("png",)) -> list[Path]:
+        """Write every chart of :meth:`figures` under ``directory``; the paths written."""
+        from .plot_common import save_figure
+
+        paths: list[Path] = []
+        for name, fig in self.figures().items():
+            paths += save_figure(fig, directory, name, formats=formats)
+        return paths
+
     def save(self, directory: str | Path) -> Path:
         """Write table.csv, ablation.csv and meta.json under ``directory``."""
         d = Path(directory)

@@ -74,9 +74,9 @@ async def _client(url: str, api_key: str, connections: int) -> AsyncIterator[Any
 
     connector = aiohttp.TCPConnector(limit=max(connections, 100), limit_per_host=0)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        async with OrchestraClient(url, api_key=api_key or None, session=session) as client:
-            yield client
+    async with (aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
+                OrchestraClient(url, api_key=api_key or None, session=session) as client):
+        yield client
 
 
 async def _run_point(spec: ExperimentSpec, point: SweepPoint, repeat: int, seed: int,

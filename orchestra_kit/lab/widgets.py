@@ -17,6 +17,7 @@ Headless use (tests, nbmake)::
 from __future__ import annotations
 
 import asyncio
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -149,6 +150,7 @@ class TuningPanel:
             self._show_error("Run needs a running event loop (a Jupyter kernel or an async test).")
             return
         self.task = loop.create_task(self.run())
+        self.task.add_done_callback(_retrieve)
 
     async def run(self) -> PanelRun | None:
         """Build the spec, run it, record it; errors are shown in the panel and re-raised."""
@@ -238,13 +240,14 @@ class TuningPanel:
         return fig
 
     def redraw(self) -> None:
-        """Redraw the chart in the Output widget."""
-        from IPython.display import clear_output, display
+        """Redraw the chart in the Output widget (as a PNG: no pyplot backend needed)."""
+        from IPython.display import Image, clear_output, display
 
-        fig = self.figure()
+        buf = io.BytesIO()
+        self.figure().savefig(buf, format="png", dpi=80, bbox_inches="tight")
         with self.chart:
             clear_output(wait=True)
-            display(fig)
+            display(Image(buf.getvalue()))
 
     # ------------------------------------------------------------------ display
 
@@ -294,6 +297,12 @@ async def watch_tasks(client: Any, task_ids: list[int], *, progress: bool = True
     finally:
         bar.close()
     return pd.DataFrame(rows).sort_values("task_id", ignore_index=True)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a clicked run's exception as seen (the panel already shows it; awaiting re-raises)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _points(run_dir: Path) -> pd.DataFrame:

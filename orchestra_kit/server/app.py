@@ -136,6 +136,9 @@ async def _on_shutdown(app: web.Application) -> None:
     state.phase = Phase.DRAINING
     if state.drained is not None:
         state.drained.set()
+    end = getattr(state.scheduler, "end_subscriptions", None)
+    if end is not None:
+        end()  # SSE streams end now, so they do not hold the drain up
 
 
 def create_app(settings: Settings, *, store: Any = None, scheduler: Any = None) -> web.Application:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -147,7 +146,7 @@ async def task_events(request: web.Request) -> web.StreamResponse:
                                          "status": str(task.status), "progress": task.progress,
                                          "data": {}, "t": 0.0}))
     else:
-        await _stream(resp, scheduler.subscribe(task_id), state)
+        await _stream(resp, scheduler.subscribe(task_id, heartbeat_s=SSE_HEARTBEAT_S))
     await resp.write_eof()
     return resp
 
@@ -156,34 +155,16 @@ def _sse(kind: str, data: dict[str, Any]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + dumps(data) + b"\n\n"
 
 
-async def _stream(resp: web.StreamResponse, events: AsyncIterator[Any], state: AppState) -> None:
-    """Write events until the iterator ends or the service drains."""
-    drain = asyncio.ensure_future(state.drained.wait()) if state.drained else None
-    nxt: asyncio.Future[Any] | None = None
+async def _stream(resp: web.StreamResponse, events: AsyncIterator[Any]) -> None:
+    """Write events until the iterator ends (terminal status, or the service drains);
+    ``None`` from the iterator is a heartbeat."""
     try:
-        while True:
-            if nxt is None:
-                nxt = asyncio.ensure_future(anext(events))
-            waiting = {nxt} if drain is None else {nxt, drain}
-            done, _ = await asyncio.wait(waiting, timeout=SSE_HEARTBEAT_S,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if not done:
+        async for event in events:
+            if event is None:
                 await resp.write(b": heartbeat\n\n")
-                continue
-            if nxt not in done:
-                return  # draining
-            try:
-                event = nxt.result()
-            except StopAsyncIteration:
-                return
-            nxt = None
-            await resp.write(_sse(event.kind, event.to_dict()))
+            else:
+                await resp.write(_sse(event.kind, event.to_dict()))
     finally:
-        for fut in (nxt, drain):
-            if fut is not None and not fut.done():
-                fut.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await fut
         aclose = getattr(events, "aclose", None)
         if aclose is not None:
             await aclose()

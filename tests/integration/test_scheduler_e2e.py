@@ -22,7 +22,12 @@ from orchestra_kit.agents import (
     SimulatedBackend,
     find_opencode,
 )
-from orchestra_kit.config import AgentSettings, DatabaseSettings, OptimizationFlags, SchedulerSettings
+from orchestra_kit.config import (
+    AgentSettings,
+    DatabaseSettings,
+    OptimizationFlags,
+    SchedulerSettings,
+)
 from orchestra_kit.errors import AgentUnavailableError
 from orchestra_kit.fakellm import FakeLLM, FakeLLMConfig, write_file_script
 from orchestra_kit.models import TaskStatus
@@ -183,8 +188,8 @@ async def test_sigkill_with_tasks_queued_and_running_then_recovery(tmp_path: Pat
     root = tmp_path / "project"
     root.mkdir()
     db = tmp_path / "crash.db"
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(db), str(root)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = await asyncio.to_thread(subprocess.Popen, [sys.executable, "-c", CHILD, str(db), str(root)],
+                                   stdout=subprocess.PIPE, text=True)
     try:
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)  # type: ignore[union-attr]
         assert line.strip() == "READY"

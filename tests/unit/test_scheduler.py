@@ -63,9 +63,9 @@ class RecordingBackend:
 
 
 def sched_settings(**kw: Any) -> SchedulerSettings:
-    base: dict[str, Any] = dict(max_concurrent_tasks=50, retry_backoff_s=0.01,
-                                retry_backoff_max_s=0.02, shutdown_grace_s=0.5,
-                                progress_persist_interval_s=0.0)
+    base: dict[str, Any] = {"max_concurrent_tasks": 50, "retry_backoff_s": 0.01,
+                            "retry_backoff_max_s": 0.02, "shutdown_grace_s": 0.5,
+                            "progress_persist_interval_s": 0.0}
     base.update(kw)
     return SchedulerSettings(**base)
 

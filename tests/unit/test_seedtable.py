@@ -112,6 +112,8 @@ def test_save_load_round_trip_and_plots(tmp_path: Path) -> None:
     assert len(bars) == 2 * 3  # before + after for each success row
     with pytest.raises(ValidationError):
         st.plot("speed")
+    written = back.save_charts(tmp_path / "img")
+    assert sorted(p.name for p in written) == sorted(f"{n}.png" for n in figs)
 
 
 def test_load_missing_and_bad_arguments(tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ import pytest
 
 pytest.importorskip("ipywidgets")
 
-import pandas as pd  # noqa: E402
+import pandas as pd
 
-from orchestra_kit.lab.widgets import SETTINGS_KNOBS, TuningPanel  # noqa: E402
+from orchestra_kit.lab.widgets import SETTINGS_KNOBS, TuningPanel
 
 
 def _small(panel: TuningPanel) -> None:
