@@ -20,7 +20,7 @@ from ..errors import StoreClosedError, StoreError
 from .cache import MISS, GenerationCache
 from .readers import ReaderPool
 from .schema import apply_migrations, connect_writer, is_memory, set_journal_mode
-from .writer import GroupCommitWriter, WriteFn, WriteOp
+from .writer import GroupCommitWriter, MergeFn, WriteFn, WriteOp
 
 __all__ = ["TABLES", "StoreBase"]
 
@@ -124,12 +124,16 @@ class StoreBase:
 
     # ------------------------------------------------------------------ write path
 
-    async def _write(self, fn: WriteFn, tables: tuple[str, ...], *, savepoint: bool = True) -> Any:
-        """Run ``fn(conn)`` on the writer thread; returns once its transaction committed."""
+    async def _write(self, fn: WriteFn, tables: tuple[str, ...], *, savepoint: bool = True,
+                     merge: MergeFn | None = None, payload: Any = None) -> Any:
+        """Run ``fn(conn)`` on the writer thread; returns once its transaction committed.
+
+        With ``merge``, queued ops of the same kind may instead run together as
+        ``merge(conn, [payload, ...])`` (one statement for many rows)."""
         writer = self._check_open()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         t0 = time.perf_counter()
-        writer.submit(WriteOp(fn, fut, tables, savepoint))
+        writer.submit(WriteOp(fn, fut, tables, savepoint, merge, payload))
         self._writes += 1
         try:
             return await fut

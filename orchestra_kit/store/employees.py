@@ -33,6 +33,30 @@ def _insert(conn: sqlite3.Connection, emp: Employee) -> Employee:
     return emp
 
 
+_INSERT_ROWS = "INSERT INTO employees (name, role, smartness, status, hired_at) VALUES "
+_MERGE_CHUNK = 500  # rows per statement: 5 parameters each, far below SQLite's limit
+
+
+def _insert_merged(conn: sqlite3.Connection, emps: list[Employee]) -> list[tuple[bool, Any]]:
+    """Many single hires as multi-row INSERTs; the first of duplicate names wins."""
+    out: list[tuple[bool, Any]] = []
+    for start in range(0, len(emps), _MERGE_CHUNK):
+        chunk = emps[start:start + _MERGE_CHUNK]
+        sql = (_INSERT_ROWS + ",".join(["(?, ?, ?, ?, ?)"] * len(chunk))
+               + " ON CONFLICT (name) DO NOTHING RETURNING name")
+        params = [v for e in chunk
+                  for v in (e.name, e.role, e.smartness.value, e.status.value, e.hired_at)]
+        inserted = {row[0] for row in conn.execute(sql, params).fetchall()}
+        for emp in chunk:
+            if emp.name in inserted:
+                inserted.discard(emp.name)
+                out.append((True, emp))
+            else:
+                out.append((False, ConflictError(f"Employee {emp.name!r} already exists",
+                                                 details={"name": emp.name})))
+    return out
+
+
 def _insert_many(conn: sqlite3.Connection, emps: list[Employee]) -> list[Employee | OrchestraError]:
     out: list[Employee | OrchestraError] = []
     for emp in emps:
@@ -81,7 +105,8 @@ class EmployeeAPI(StoreBase):
     async def hire(self, name: str, role: str, smartness: str = "normal") -> Employee:
         """Hire one employee; ConflictError if the name is taken."""
         emp = self._new_employee(name, role, smartness)
-        result: Employee = await self._write(lambda c: _insert(c, emp), _EMP, savepoint=False)
+        result: Employee = await self._write(lambda c: _insert(c, emp), _EMP, savepoint=False,
+                                             merge=_insert_merged, payload=emp)
         return result
 
     async def hire_many(

@@ -27,6 +27,9 @@ from ..errors import OrchestraError, StoreError
 __all__ = ["GroupCommitWriter", "WriteOp", "WriterStats"]
 
 WriteFn = Callable[[sqlite3.Connection], Any]
+#: Runs many ops of one kind as one statement: ``merge(conn, payloads)`` returns one
+#: ``(ok, value_or_error)`` per payload, in order.
+MergeFn = Callable[[sqlite3.Connection, list[Any]], list[tuple[bool, Any]]]
 _STOP = object()
 _Outcome = tuple["asyncio.Future[Any]", bool, Any]
 
@@ -44,6 +47,8 @@ class WriteOp:
     future: asyncio.Future[Any]
     tables: tuple[str, ...]
     savepoint: bool = True
+    merge: MergeFn | None = None  # consecutive ops with the same merge run as one statement
+    payload: Any = None
 
 
 @dataclass(slots=True)
@@ -215,7 +220,7 @@ class GroupCommitWriter:
             if conn is None:
                 conn = self._connect()
             conn.execute("BEGIN IMMEDIATE")
-            outcomes = [self._run_op(conn, op) for op in batch]
+            outcomes = self._run_ops(conn, batch)
             conn.execute("COMMIT")
         except (sqlite3.Error, StoreError, _BatchAborted) as e:
             _rollback(conn)
@@ -234,6 +239,39 @@ class GroupCommitWriter:
                 conn.close()
         self.stats.record(len(batch))
         self._post(_resolve_all, outcomes)
+
+    def _run_ops(self, conn: sqlite3.Connection, batch: list[WriteOp]) -> list[_Outcome]:
+        """Every op of the batch; runs of mergeable ops go as one statement each."""
+        outcomes: list[_Outcome] = []
+        i = 0
+        while i < len(batch):
+            merge = batch[i].merge
+            j = i + 1
+            while merge is not None and j < len(batch) and batch[j].merge is merge:
+                j += 1
+            if j - i > 1:
+                outcomes += self._run_merged(conn, batch[i:j])
+            else:
+                outcomes.append(self._run_op(conn, batch[i]))
+            i = j
+        return outcomes
+
+    def _run_merged(self, conn: sqlite3.Connection, ops: list[WriteOp]) -> list[_Outcome]:
+        """One statement for many ops; on an unexpected error, each op on its own."""
+        merge = ops[0].merge
+        assert merge is not None
+        conn.execute("SAVEPOINT merged")
+        try:
+            results = merge(conn, [op.payload for op in ops])
+        except Exception:
+            if not conn.in_transaction:
+                raise
+            conn.execute("ROLLBACK TO merged")
+            conn.execute("RELEASE merged")
+            return [self._run_op(conn, op) for op in ops]
+        conn.execute("RELEASE merged")
+        self.stats.failed_ops += sum(1 for ok, _ in results if not ok)
+        return [(op.future, ok, value) for op, (ok, value) in zip(ops, results, strict=True)]
 
     def _run_op(self, conn: sqlite3.Connection, op: WriteOp) -> _Outcome:
         if op.savepoint:

@@ -115,3 +115,40 @@ async def test_stats_shape(tmp_path: Path) -> None:
         assert sum(s["batch_size_histogram"].values()) == s["batches"]
         assert s["cache"]["hits"] == 1 and s["cache"]["misses"] == 1
         assert s["pool"]["size"] >= 1 and s["write_latency_p99_ms"] > 0
+
+
+async def test_merged_hires_keep_per_op_results(tmp_path: Path) -> None:
+    """Concurrent single hires run as multi-row INSERTs: duplicates inside one merged
+    statement and names already stored each get their own ConflictError."""
+    settings = DatabaseSettings(path=str(tmp_path / "mg.db"), group_commit_window_ms=5)
+    async with Store(settings, OptimizationFlags(), project_root=tmp_path) as store:
+        await store.hire("old", "dev")
+        names = [f"m{i}" for i in range(200)] + ["m7", "old", "m7"]
+        res = await asyncio.gather(*(store.hire(n, "dev") for n in names),
+                                   return_exceptions=True)
+        conflicts = [n for n, r in zip(names, res, strict=True) if isinstance(r, ConflictError)]
+        assert sorted(conflicts) == ["m7", "m7", "old"]
+        assert not isinstance(res[7], Exception)  # the first "m7" won
+        assert len(await store.list_employees()) == 201
+
+
+async def test_merge_failure_falls_back_to_single_ops(tmp_path: Path) -> None:
+    from orchestra_kit.store.writer import WriteOp
+
+    def broken_merge(conn: sqlite3.Connection, payloads: list[object]) -> list[tuple[bool, object]]:
+        raise sqlite3.OperationalError("merge cannot run")
+
+    def insert(name: str):  # type: ignore[no-untyped-def]
+        return lambda c: c.execute("INSERT INTO employees(name, role, hired_at) VALUES (?, 'r', 0)"
+                                   " RETURNING name", (name,)).fetchone()[0]
+
+    async with Store(DatabaseSettings(path=str(tmp_path / "fb.db"), group_commit_window_ms=5),
+                     OptimizationFlags(), project_root=tmp_path) as store:
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(5)]
+        writer = store._writer
+        assert writer is not None
+        for i, fut in enumerate(futures):
+            writer.submit(WriteOp(insert(f"f{i}"), fut, ("employees",), True, broken_merge, i))
+        assert await asyncio.gather(*futures) == [f"f{i}" for i in range(5)]
+        assert len(await store.list_employees()) == 5
