@@ -3,8 +3,8 @@
 The server under test runs in a child process (so the load generator does not share
 its event loop or its core), on loopback, with a fresh database, the simulated
 backend, the per-client rate limit off and an LLM bucket too large to matter. One
-closed-loop generator (N workers sharing one pooled ``ClientSession``, bounded by
-time and count) drives each scenario:
+closed-loop generator (N workers, each on its own keep-alive connection through a
+minimal HTTP/1.1 client, bounded by time and count) drives each scenario:
 
 - a minimal aiohttp "hello" app: the physical limit of this machine and generator;
 - GET /employees/{name} and GET /health (64 concurrent);
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import resource
 import signal
@@ -117,9 +118,62 @@ class _Server:
 # ---------------------------------------------------------------------- load generator
 
 
-async def closed_loop(session: aiohttp.ClientSession, make: Callable[[int], Request], *,
-                      concurrency: int, duration_s: float, max_requests: int) -> dict[str, Any]:
-    """N workers, each sending its next request when the last returned; figures out."""
+class RawConnection:
+    """A minimal keep-alive HTTP/1.1 client connection: the lightest generator Python
+    allows (aiohttp's client costs several times more per request, which would make
+    the generator, not the server, the thing measured). Enough HTTP for this bench:
+    Content-Length or chunked bodies, reconnect after ``Connection: close``."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: bytes | None = None) -> int:
+        """Send one request; the response status (the body is read and dropped)."""
+        if self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        assert self._reader is not None
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+        if body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        self._writer.write(head.encode("ascii") + b"\r\n" + (body or b""))
+        raw = await self._reader.readuntil(b"\r\n\r\n")
+        lines = raw.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in
+                   (line.partition(":") for line in lines[1:] if line)}
+        await self._read_body(headers)
+        if headers.get("connection", "").lower() == "close":
+            await self.aclose()
+        return status
+
+    async def _read_body(self, headers: dict[str, str]) -> None:
+        assert self._reader is not None
+        if "content-length" in headers:
+            await self._reader.readexactly(int(headers["content-length"]))
+            return
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            while True:
+                size = int((await self._reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                await self._reader.readexactly(size + 2)
+                if size == 0:
+                    return
+
+    async def aclose(self) -> None:
+        """Close the socket (idempotent)."""
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError, ConnectionError):
+                await writer.wait_closed()
+
+
+async def closed_loop(url: str, make: Callable[[int], Request], *, concurrency: int,
+                      duration_s: float, max_requests: int) -> dict[str, Any]:
+    """N workers, each on its own keep-alive connection, sending the next request when
+    the last returned; bounded by time and count. ``make(i)`` gives (method, path, body)."""
+    host, _, port = url.removeprefix("http://").partition(":")
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
@@ -128,19 +182,21 @@ async def closed_loop(session: aiohttp.ClientSession, make: Callable[[int], Requ
 
     async def worker() -> None:
         nonlocal issued
-        while issued < max_requests and loop.time() < deadline:
-            method, url, body = make(issued)
-            issued += 1
-            started = time.perf_counter()
-            try:
-                async with session.request(method, url, data=body,
-                                           headers=JSON_HEADERS if body else None) as r:
-                    await r.read()
-                    status = r.status
-            except (TimeoutError, aiohttp.ClientError, OSError):
-                status = 0
-            latencies.append(time.perf_counter() - started)
-            statuses[status] += 1
+        conn = RawConnection(host, int(port))
+        try:
+            while issued < max_requests and loop.time() < deadline:
+                method, path, body = make(issued)
+                issued += 1
+                started = time.perf_counter()
+                try:
+                    status = await conn.request(method, path, body)
+                except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+                    status = 0
+                    await conn.aclose()
+                latencies.append(time.perf_counter() - started)
+                statuses[status] += 1
+        finally:
+            await conn.aclose()
 
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -179,32 +235,36 @@ def _body(obj: Any) -> bytes:
 async def _api_scenarios(url: str, duration_s: float, say: Callable[[str], None]
                          ) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as s:
-        employees = [{"name": f"b{i}", "role": "dev"} for i in range(256)]
-        async with s.post(url + "/employees/batch", data=_body({"employees": employees}),
-                          headers=JSON_HEADERS) as r:
-            assert r.status == 200, await r.text()
-        big = 10**9
-        say("GET /employees/{name} ...")
-        out["get_employee"] = await closed_loop(
-            s, lambda i: ("GET", f"{url}/employees/b{i % 256}", None),
-            concurrency=64, duration_s=duration_s, max_requests=big)
-        say("GET /health ...")
-        out["health"] = await closed_loop(s, lambda i: ("GET", f"{url}/health", None),
-                                          concurrency=64, duration_s=duration_s,
-                                          max_requests=big)
-        say("POST /employees at 256 ...")
-        out["hire"] = await closed_loop(
-            s, lambda i: ("POST", f"{url}/employees", _body({"name": f"h{i}", "role": "dev"})),
-            concurrency=256, duration_s=duration_s, max_requests=big)
-        say("POST /tasks at 256 ...")
-        out["assign"] = await closed_loop(
-            s, lambda i: ("POST", f"{url}/tasks", _body({"name": f"b{i % 256}", "task": "bench"})),
-            concurrency=256, duration_s=duration_s, max_requests=big)
+    setup = RawConnection(*_host_port(url))
+    employees = [{"name": f"b{i}", "role": "dev"} for i in range(256)]
+    status = await setup.request("POST", "/employees/batch", _body({"employees": employees}))
+    await setup.aclose()
+    if status != 200:
+        raise RuntimeError(f"bench setup: POST /employees/batch answered {status}")
+    big = 10**9
+    say("GET /employees/{name} ...")
+    out["get_employee"] = await closed_loop(
+        url, lambda i: ("GET", f"/employees/b{i % 256}", None),
+        concurrency=64, duration_s=duration_s, max_requests=big)
+    say("GET /health ...")
+    out["health"] = await closed_loop(url, lambda i: ("GET", "/health", None),
+                                      concurrency=64, duration_s=duration_s, max_requests=big)
+    say("POST /employees at 256 ...")
+    out["hire"] = await closed_loop(
+        url, lambda i: ("POST", "/employees", _body({"name": f"h{i}", "role": "dev"})),
+        concurrency=256, duration_s=duration_s, max_requests=big)
+    say("POST /tasks at 256 ...")
+    out["assign"] = await closed_loop(
+        url, lambda i: ("POST", "/tasks", _body({"name": f"b{i % 256}", "task": "bench"})),
+        concurrency=256, duration_s=duration_s, max_requests=big)
     say("2000 connections ...")
     out["conn2000_ok_pct"] = await _hold_connections(url, 2000)
     return out
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    host, _, port = url.removeprefix("http://").partition(":")
+    return host, int(port)
 
 
 async def run_http_bench(*, quick: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -219,11 +279,9 @@ async def run_http_bench(*, quick: bool = False, progress: bool = True) -> dict[
     with tempfile.TemporaryDirectory(prefix="orchestra-bench-") as tmp:
         say("hello baseline ...")
         async with _Server("hello", tmp) as hello:
-            connector = aiohttp.TCPConnector(limit=0)
-            async with aiohttp.ClientSession(connector=connector) as s:
-                base = await closed_loop(s, lambda i: ("GET", hello.url + "/", None),
-                                         concurrency=64, duration_s=duration_s,
-                                         max_requests=10**9)
+            base = await closed_loop(hello.url, lambda i: ("GET", "/", None),
+                                     concurrency=64, duration_s=duration_s,
+                                     max_requests=10**9)
         async with _Server("api", tmp) as api:
             res = await _api_scenarios(api.url, duration_s, say)
     hello_rps = base["rps"]

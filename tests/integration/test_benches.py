@@ -1,0 +1,71 @@
+"""Smoke runs of `orchestra bench scheduler|http --json --quick`: they run, stop by
+themselves and print one JSON object with every documented key (figures are printed,
+not asserted: performance is not a pass/fail test)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from orchestra_kit.cli import main
+from orchestra_kit.server.bench import RawConnection
+
+SCHEDULER_KEYS = ["overhead_p50_ms", "overhead_p99_ms", "llm_overhead_p50_ms",
+                  "tasks_per_s_c50", "tasks_per_s_c500", "ratelimit_error_pct", "max_burst"]
+HTTP_KEYS = ["hello_rps", "get_employee_rps", "health_rps", "read_vs_hello_ratio",
+             "hire_rps_c256", "hire_p99_ms_c256", "assign_rps_c256", "conn2000_ok_pct"]
+
+
+@pytest.mark.timeout(180)
+def test_bench_scheduler_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "scheduler", "--json", "--quick"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    for key in SCHEDULER_KEYS:
+        assert isinstance(doc[key], float | int) and doc[key] >= 0, key
+    assert doc["max_burst"] <= doc["ratelimit_burst_capacity"]  # never above capacity
+    assert doc["tasks_per_s_c50"] > 0
+
+
+@pytest.mark.timeout(180)
+def test_bench_http_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "http", "--json", "--quick"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    for key in HTTP_KEYS:
+        assert isinstance(doc[key], float | int) and doc[key] >= 0, key
+    assert doc["hello_rps"] > 0 and doc["hire_rps_c256"] > 0
+    assert doc["conn2000_ok_pct"] == 100.0
+
+
+async def test_raw_connection_reads_length_and_chunked_bodies() -> None:
+    from aiohttp import web
+
+    async def fixed(request: web.Request) -> web.Response:
+        return web.Response(text="x" * 10)
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for part in (b"ab", b"cde"):
+            await resp.write(part)
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/fixed", fixed)
+    app.router.add_get("/chunked", chunked)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    conn = RawConnection("127.0.0.1", port)
+    try:
+        statuses = [await conn.request("GET", p) for p in ("/fixed", "/chunked", "/fixed", "/nope")]
+        assert statuses == [200, 200, 200, 404]  # one keep-alive connection, bodies framed right
+    finally:
+        await conn.aclose()
+        await runner.cleanup()
+    await asyncio.sleep(0)
