@@ -365,7 +365,9 @@ def _read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
 
     if not path.exists():
         return pd.DataFrame(columns=list(columns))
-    return pd.read_csv(path)
+    text_cols = {c: str for c in ("error_type", "hdr_latency", "hdr_service", "errors", "op")}
+    return pd.read_csv(path, dtype=text_cols, keep_default_na=False, na_values={
+        c: [""] for c in columns if c not in text_cols})
 
 
 def load_run(path: Path | str) -> RunData:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -220,7 +220,8 @@ async def measure_seed_table(*, size: str = "smoke", repeats: int | None = None,
     ctx = _Ctx(size=plan, repeats=repeats or plan.repeats, root=Path(results_root), seed=seed,
                tick=lambda text: bar.set_postfix_str(text, refresh=True))
     started, rows = time.perf_counter(), []
-    steps = [_llm_rows, _db_row, _users_row,
+    steps: list[Callable[[_Ctx], Awaitable[list[dict[str, Any]]]]] = [
+             _llm_rows, _db_row, _users_row,
              lambda c: _capacity_rows(c, "employees", {"kind": "hire"}, plan.employee_levels),
              lambda c: _capacity_rows(c, "http", {"kind": "health"}, plan.health_levels),
              lambda c: _capacity_rows(c, "assign", {"kind": "assign_wait",

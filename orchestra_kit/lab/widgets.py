@@ -246,8 +246,8 @@ class TuningPanel:
         buf = io.BytesIO()
         self.figure().savefig(buf, format="png", dpi=80, bbox_inches="tight")
         with self.chart:
-            clear_output(wait=True)
-            display(Image(buf.getvalue()))
+            clear_output(wait=True)  # type: ignore[no-untyped-call]
+            display(Image(buf.getvalue()))  # type: ignore[no-untyped-call]
 
     # ------------------------------------------------------------------ display
 
@@ -262,7 +262,7 @@ class TuningPanel:
         """Display the panel in the notebook."""
         from IPython.display import display
 
-        display(self.widget())
+        display(self.widget())  # type: ignore[no-untyped-call]
 
     def _ipython_display_(self) -> None:
         self.show()
