@@ -7,7 +7,7 @@ OPENCODE_VERSION := 1.18.33
 OPENCODE_DIR     := .tools/opencode
 OPENCODE_BIN     := $(OPENCODE_DIR)/node_modules/.bin/opencode
 
-.PHONY: setup test sweep lab bench opencode clean notebooks-full
+.PHONY: setup lint test sweep lab bench opencode clean notebooks-full
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,7 +23,11 @@ $(OPENCODE_BIN):
 
 opencode: $(OPENCODE_BIN)
 
-test: $(STAMP) $(OPENCODE_BIN)
+lint: $(STAMP)
+	$(BIN)/ruff check orchestra_kit tests notebooks
+	$(BIN)/mypy orchestra_kit
+
+test: $(STAMP) $(OPENCODE_BIN) lint
 	$(BIN)/python -m pytest -q --nbmake --nbmake-timeout=300 tests notebooks
 
 sweep: $(STAMP)
