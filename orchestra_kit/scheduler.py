@@ -441,7 +441,10 @@ class Scheduler:
                                                        ("tokens", event.tokens)) if v is not None}))
         if event.kind == "progress" and event.progress is not None:
             now = time.monotonic()
-            if now - run.last_persist >= self._settings.progress_persist_interval_s or event.progress >= 100:
+            # 100 % is written by the move to completed; in between, at most one write
+            # per interval keeps progress durable without a write per event.
+            if event.progress < 100 and (
+                    now - run.last_persist >= self._settings.progress_persist_interval_s):
                 run.last_persist = now
                 self._spawn(self._store.set_progress(task.id, event.progress))
 

@@ -4,7 +4,8 @@
   backend itself spent in ``run`` (measured inside a timing wrapper), in steady state with
   N clients each keeping one task in flight (N = 500, so 500 concurrent tasks) — with the
   simulated backend (1 s ± 0.5 s tasks) and with the OpenAI backend against the fake
-  provider on loopback (0.5 s ± 0.25 s to first token, 100 tokens at 200 tok/s); clients
+  provider in its own process on loopback (0.5 s ± 0.25 s to first token, 20 tokens at
+  200 tok/s); clients
   start staggered over the first second, so this is a steady state, not bursts of N;
 - **throughput**: 10,000 simulated tasks (10 ms each) at ``max_concurrent_tasks`` 50
   and 500, against the ideal ``limit / latency``;
@@ -17,6 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -142,10 +145,34 @@ async def _token_bucket(rate_per_min: float, burst: int, duration_s: float) -> d
             "max_burst": float(max_burst), "burst": float(burst)}
 
 
+@asynccontextmanager
+async def _fake_provider_process() -> AsyncIterator[str]:
+    """``orchestra fake-llm`` in a child process (its own core, as a real provider would
+    be): 0.5 s ± 0.25 s to first token, 20 tokens at 200 tok/s. Yields its base URL."""
+    args = [sys.executable, "-m", "orchestra_kit.cli", "fake-llm", "--port", "0",
+            "--ttft-ms", "500", "--ttft-jitter-ms", "250", "--tokens-per-s", "200",
+            "--output-tokens", "20", "--output-tokens-jitter", "0", "--capacity", "100000"]
+    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(60):
+            line = (await proc.stdout.readline()).decode()
+        if "listening on " not in line:
+            raise RuntimeError(f"fake-llm did not start: {line!r}")
+        yield line.rsplit("listening on ", 1)[1].strip() + "/v1"
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(10):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
 async def run_scheduler_bench(*, quick: bool = False, progress: bool = True) -> dict[str, Any]:
     """Every figure of the scheduler benchmark, measured in this one run."""
-    from .fakellm import FakeLLM, FakeLLMConfig
-
     def say(msg: str) -> None:
         if progress:
             print(f"  … {msg}", flush=True)
@@ -160,11 +187,9 @@ async def run_scheduler_bench(*, quick: bool = False, progress: bool = True) -> 
         o = await _overhead(tmp, sim, inflight, duration_s, "sim")
         out |= {"overhead_p50_ms": o["p50_ms"], "overhead_p99_ms": o["p99_ms"],
                 "sim_backend_p50_ms": o["backend_p50_ms"]}
-        say("overhead, openai backend against the fake provider")
-        async with FakeLLM(FakeLLMConfig(ttft_ms=500.0, ttft_jitter_ms=250.0, tokens_per_s=200.0,
-                                         output_tokens=100, output_tokens_jitter=0,
-                                         capacity=10_000)) as fake:
-            agents = AgentSettings(backend="openai", base_url=fake.base_url)
+        say("overhead, openai backend against the fake provider (its own process)")
+        async with _fake_provider_process() as base_url:
+            agents = AgentSettings(backend="openai", base_url=base_url)
             async with HttpClientPool(inflight, True, 30.0) as pool:
                 o = await _overhead(tmp, OpenAIBackend(agents, pool), inflight, duration_s,
                                     "llm")

@@ -95,10 +95,14 @@ class EmployeeAPI(StoreBase):
     """Employee methods of :class:`~orchestra_kit.store.Store`."""
 
     def _new_employee(self, name: Any, role: Any, smartness: Any, prefix: str = "") -> Employee:
+        if prefix:  # field names like employees[3].name, built only for batch items
+            fields = (f"{prefix}name", f"{prefix}role", f"{prefix}smartness")
+        else:
+            fields = ("name", "role", "smartness")
         return Employee(
-            name=validate_employee_name(name, f"{prefix}name"),
-            role=validate_role(role, f"{prefix}role"),
-            smartness=validate_smartness(smartness, f"{prefix}smartness"),
+            name=validate_employee_name(name, fields[0]),
+            role=validate_role(role, fields[1]),
+            smartness=validate_smartness(smartness, fields[2]),
             hired_at=self._clock(),
         )
 

@@ -3,8 +3,8 @@
 Callers on the event loop submit :class:`WriteOp` s (a function run against the
 connection) to a queue. The thread takes every op queued (up to ``batch_size``; it
 waits up to ``window_s`` for more when the previous batch was bigger than what is
-queued), runs ``BEGIN IMMEDIATE``, each op in its own ``SAVEPOINT`` (so one bad op
-rolls back only itself), ``COMMIT``, bumps the generation of every table a
+queued and writes arrive faster than that), runs ``BEGIN IMMEDIATE``, each op in its
+own ``SAVEPOINT`` (so one bad op rolls back only itself), ``COMMIT``, bumps the generation of every table a
 successful op touched, and only THEN hands all results back to the loop with one
 ``call_soon_threadsafe``. An awaiting caller therefore resumes only after its
 transaction is durable, and a cache can never serve data older than that write.
@@ -101,6 +101,8 @@ class GroupCommitWriter:
         self._on_start = on_start
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._last_batch = 1
+        self._last_submit = time.monotonic()
+        self._gap_avg_s = 1.0  # moving average of the time between two submitted writes
         self._stopping = False
         self.stats = WriterStats()
         self._ready: asyncio.Future[None] = loop.create_future()
@@ -116,7 +118,10 @@ class GroupCommitWriter:
         await self._ready
 
     def submit(self, op: WriteOp) -> None:
-        """Queue ``op`` (non-blocking)."""
+        """Queue ``op`` (non-blocking); keeps an average of the gaps between writes."""
+        now = time.monotonic()
+        gap, self._last_submit = now - self._last_submit, now
+        self._gap_avg_s += 0.2 * (min(gap, 1.0) - self._gap_avg_s)
         self._queue.put(op)
 
     @property
@@ -184,7 +189,10 @@ class GroupCommitWriter:
         limit = self._batch_size
         self._drain(batch, limit)
         target = min(limit, self._last_batch) if self._adaptive else limit
-        if self._window_s > 0 and len(batch) < target:
+        # Wait for company only when writes arrive faster than the window: at low load
+        # a lone write commits at once instead of paying the window for nobody.
+        busy = self._gap_avg_s < self._window_s or not self._adaptive
+        if self._window_s > 0 and len(batch) < target and busy:
             deadline = time.monotonic() + self._window_s
             while len(batch) < target:
                 remaining = deadline - time.monotonic()
