@@ -214,8 +214,10 @@ class _Progress:
 
         self._bar = tqdm(total=total, unit=unit, desc=desc or "load", leave=True)
 
-    def set(self, value: float) -> None:
+    def set(self, value: float, requests: int | None = None) -> None:
         self._bar.n = value
+        if requests is not None:
+            self._bar.set_postfix_str(f"{requests} req", refresh=False)
         self._bar.refresh()
 
     def close(self) -> None:
@@ -254,6 +256,7 @@ class _Runner:
         self.loop_t0 = asyncio.get_running_loop().time()
         self.dropped = 0
         self.cancelled = 0
+        self.bar_total = 0.0
 
     def now(self) -> float:
         return time.perf_counter() - self.t0
@@ -347,7 +350,10 @@ class _Runner:
 
 async def _ticker(runner: _Runner, bar: _Progress, by_time: bool) -> None:
     while True:
-        bar.set(round(runner.now(), 1) if by_time else len(runner.records))
+        if by_time:
+            bar.set(round(min(runner.now(), runner.bar_total), 1), len(runner.records))
+        else:
+            bar.set(len(runner.records))
         await asyncio.sleep(0.2)
 
 
@@ -377,11 +383,13 @@ async def run_load(
     offsets = schedule(model, duration_s, max_requests, seed)
     started_wall = time.time()
     runner = _Runner(operation, label=label, grace_s=grace_s, max_lag_s=max_lag_s)
-    by_time = isinstance(model, ClosedLoop) and max_requests is None
+    # A closed loop's request count is unknown in advance: show time, with the count.
+    by_time = isinstance(model, ClosedLoop)
     bar: _Progress | None = None
     if progress:
-        total = len(offsets) if isinstance(model, OpenLoop) else (max_requests or duration_s)
+        total = len(offsets) if isinstance(model, OpenLoop) else duration_s
         bar = _Progress(total, "s" if by_time else "req", label)
+        runner.bar_total = total
     try:
         async with asyncio.TaskGroup() as tg:
             ticker = tg.create_task(_ticker(runner, bar, by_time)) if bar else None
@@ -393,7 +401,7 @@ async def run_load(
                 ticker.cancel()
     finally:
         if bar is not None:
-            bar.set(duration_s if by_time else len(runner.records))
+            bar.set(duration_s if by_time else len(runner.records), len(runner.records))
             bar.close()
     records = sorted(runner.records, key=lambda r: r.index)
     end = max((r.end_s for r in records), default=runner.now())

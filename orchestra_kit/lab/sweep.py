@@ -80,7 +80,7 @@ async def _client(url: str, api_key: str, connections: int) -> AsyncIterator[Any
 
 
 async def _run_point(spec: ExperimentSpec, point: SweepPoint, repeat: int, seed: int,
-                     progress: bool) -> tuple[LoadRun, dict[str, Any]]:
+                     progress: bool, label: str) -> tuple[LoadRun, dict[str, Any]]:
     load = point.load
     model = load.to_model()
     connections = load.users if load.model == "closed" else int(load.rate_rps * 2)
@@ -90,7 +90,7 @@ async def _run_point(spec: ExperimentSpec, point: SweepPoint, repeat: int, seed:
         await workload.setup(client)
         run = await run_load(workload.operation(client), model, duration_s=load.duration_s,
                              max_requests=load.max_requests, seed=seed, progress=progress,
-                             label=f"{spec.name} point {point.index} repeat {repeat}")
+                             label=label)
         if settings is not None:
             run.extra["settings"] = settings.flat()
     return run, summarise_point(run, slo=spec.slo, params=_params(point))
@@ -123,7 +123,10 @@ async def run_experiment(
         for point in points:
             for repeat in range(spec.repeats):
                 seed = spec.seed + 1_000 * point.index + repeat
-                run, summary = await _run_point(spec, point, repeat, seed, progress)
+                label = (f"{spec.name} [{done + 1}/{total}] "
+                         + ", ".join(f"{k}={v}" for k, v in point.params.items())
+                         + (f" repeat {repeat + 1}" if spec.repeats > 1 else ""))
+                run, summary = await _run_point(spec, point, repeat, seed, progress, label)
                 await writer.add_point(point.index, repeat, point.load_value, run, summary)
                 done += 1
                 if on_point is not None:
