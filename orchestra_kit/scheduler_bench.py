@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from typing import Any
 
 from .agents import HttpClientPool, OpenAIBackend, SimulatedBackend
 from .agents.base import AgentBackend, AgentRequest, AgentResult, Emit
+from .childproc import terminate
 from .config import AgentSettings, DatabaseSettings, OptimizationFlags, SchedulerSettings
 from .ratelimit import TokenBucket
 from .scheduler import Scheduler
@@ -161,14 +161,7 @@ async def _fake_provider_process() -> AsyncIterator[str]:
             raise RuntimeError(f"fake-llm did not start: {line!r}")
         yield line.rsplit("listening on ", 1)[1].strip() + "/v1"
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(10):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await terminate(proc, timeout_s=10)
 
 
 async def run_scheduler_bench(*, quick: bool = False, progress: bool = True) -> dict[str, Any]:

@@ -30,6 +30,8 @@ from typing import Any, Self
 import aiohttp
 from aiohttp import web
 
+from ..childproc import terminate
+
 __all__ = ["cli_main", "closed_loop", "run_http_bench"]
 
 Request = tuple[str, str, bytes | None]
@@ -103,16 +105,8 @@ class _Server:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        proc = self._proc
-        if proc is None or proc.returncode is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(30):
-                await proc.wait()
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        if self._proc is not None:
+            await terminate(self._proc)
 
 
 # ---------------------------------------------------------------------- load generator
