@@ -38,18 +38,13 @@ def _workspace_root(settings: Settings, project_root: Path) -> Path:
     return ws if ws.is_absolute() else project_root / ws
 
 
-def _make_backend(settings: Settings, pool: Any, acquire: Any, state_dir: Path) -> Any:
-    """The configured agent backend (``agents.make_backend`` when present)."""
-    from .. import agents
+def _make_backend(settings: Settings, pool: Any, acquire: Any, workspace_root: Path) -> Any:
+    """The configured agent backend; opencode keeps its own state beside the workspaces
+    (a dot-folder: no employee name starts with a dot, so none can collide with it)."""
+    from ..agents import make_backend
 
-    make = getattr(agents, "make_backend", None)
-    if make is not None:
-        return make(settings.agents, pool=pool, acquire=acquire, state_dir=state_dir)
-    if settings.agents.backend != "simulated":  # pragma: no cover - until make_backend exists
-        raise ConfigError("agents.backend", settings.agents.backend, "not available yet")
-    from ..agents.simulated import SimulatedBackend
-
-    return SimulatedBackend(settings.agents, acquire=acquire)
+    return make_backend(settings.agents, pool=pool, acquire=acquire,
+                        state_dir=workspace_root / ".opencode-state")
 
 
 async def _close(obj: Any, errors: list[Exception]) -> None:

@@ -40,7 +40,8 @@ VERBS: dict[str, tuple[list[tuple[str, Any]], Runner]] = {
     "fire": ([("name", None)], lambda c, a: c.fire(a.name)),
     "employees": ([], lambda c, a: c.list_employees()),
     "assign": ([("name", None), ("task", None), ("model", "?"), ("mode", "?")],
-               lambda c, a: c.assign(a.name, a.task, model=a.model, mode=a.mode or "build")),
+               lambda c, a: c.assign(a.name, a.task, model=a.model, mode=a.mode or "build",
+                                     priority=a.priority, files=_files(a.files))),
     "task": ([("id", None)], lambda c, a: c.get_task(int(a.id))),
     "tasks": ([("employee", "?")], lambda c, a: c.list_tasks(employee=a.employee)),
     "stop": ([("name", None)], lambda c, a: c.stop_employee(a.name)),
@@ -64,6 +65,10 @@ def _parser(verb: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"orchestra {verb}")
     for name, nargs in VERBS[verb][0]:
         p.add_argument(name, nargs=nargs)
+    if verb == "assign":  # options the original's positional form had no room for
+        p.add_argument("--files", action="append", default=[],
+                       help="files the task needs (leased while it runs); f1,f2 or repeated")
+        p.add_argument("--priority", type=int, default=5, help="0-10, higher runs first")
     p.add_argument("--url", default=os.environ.get("ORCHESTRA_URL", DEFAULT_URL))
     p.add_argument("--api-key", default=os.environ.get("ORCHESTRA_API_KEY"))
     return p
