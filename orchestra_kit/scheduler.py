@@ -333,6 +333,7 @@ class Scheduler:
         task = self._live.get(entry.task_id) or await self._store.get_task(entry.task_id)
         run.task = task
         if task.status != TaskStatus.QUEUED:
+            await self._forget(task.id)
             return  # cancelled or fired meanwhile (the store's conditional move re-checks)
         if task.files and not await self._take_leases(task):
             return
@@ -340,7 +341,8 @@ class Scheduler:
             task = await self._store.transition(
                 task.id, TaskStatus.RUNNING, expect=TaskStatus.QUEUED, count_attempt=True
             )
-        except ConflictError:
+        except ConflictError:  # ended elsewhere meanwhile (cancelled, fired): forget it here
+            await self._forget(task.id)
             return
         run.task = task
         run.last_persist = time.monotonic()
@@ -349,6 +351,11 @@ class Scheduler:
         self._hub.publish(TaskEvent.status_of(task))
         await self._progress.start(task)
         await self._run_agent(run)
+
+    async def _forget(self, task_id: int) -> None:
+        """Drop a task this scheduler will not run, telling subscribers where it stands."""
+        self._live.pop(task_id, None)
+        self._hub.publish(TaskEvent.status_of(await self._store.get_task(task_id)))
 
     async def _take_leases(self, task: Task) -> bool:
         result: dict[str, str] = await self._store.lock_files(

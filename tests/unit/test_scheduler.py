@@ -320,3 +320,27 @@ async def test_run_now_waits_for_the_end(store: Store, tmp_path: Path) -> None:
     async with make_scheduler(store, backend, tmp_path) as sched:
         final = await sched.run_now("a", "synchronous path")
     assert final.status == TaskStatus.COMPLETED and final.result == f"did {final.id}"
+
+
+async def test_cancel_during_retry_backoff_ends_subscriptions(store: Store, tmp_path: Path) -> None:
+    """A task cancelled while it waits to be retried is never run again, and anyone
+    following it sees it end (no stale 'queued' state kept in memory)."""
+    def fail_once(request: AgentRequest, attempt: int) -> None:
+        if attempt == 1:
+            err = AgentError("transient")
+            err.retryable = True
+            raise err
+
+    backend = RecordingBackend(fail_once)
+    await hire(store, "a")
+    async with make_scheduler(store, backend, tmp_path, retry_backoff_s=0.3,
+                              retry_backoff_max_s=0.3) as sched:
+        task = await sched.submit("a", "flaky")
+        while backend.calls.get(task.id) != 1 or task.id in backend.running:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.02)  # the failure is handled: the retry is scheduled
+        assert (await sched.cancel(task.id)).status == TaskStatus.CANCELLED
+        await asyncio.sleep(0.5)  # past the backoff: the timer fires
+        final = await sched.wait(task.id, timeout_s=5)
+    assert final.status == TaskStatus.CANCELLED
+    assert backend.calls[task.id] == 1  # never ran again
