@@ -1,0 +1,84 @@
+"""Experiment specs: every shipped spec is valid; a bad one fails before anything runs,
+naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestra_kit.errors import ConfigError
+from orchestra_kit.lab.cli import parse_set
+from orchestra_kit.lab.spec import load_spec, parse_spec
+
+EXPERIMENTS = Path(__file__).parents[2] / "experiments"
+
+
+def base() -> dict[str, Any]:
+    return {"name": "t", "load": {"model": "closed", "duration_s": 1.0},
+            "workload": {"kind": "hire"}, "sweep": {"load.users": [1, 2]}}
+
+
+@pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_specs_are_valid(path: Path) -> None:
+    spec = load_spec(path)
+    assert spec.points() and spec.name == path.stem
+
+
+def test_grid_is_the_cartesian_product_and_variants_apply() -> None:
+    spec = load_spec(EXPERIMENTS / "seed_table.toml")
+    points = spec.points()
+    assert len(points) == 7  # 1 user level x 7 variants
+    off = next(p for p in points if p.params["variant"] == "all_off")
+    assert off.settings_overrides["flags.enable_wal_mode"] is False
+    assert off.settings_overrides["agents.sim_latency_ms"] == 50.0  # target settings kept
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"bogus": 1}, "bogus"),
+        ({"load": {"model": "closed", "users": 0}}, "load.users"),
+        ({"load": {"model": "sideways"}}, "load.model"),
+        ({"load": {"duration_s": 99999.0}}, "load.duration_s"),
+        ({"load": {"model": "open", "rate_rps": -5.0}}, "load.rate_rps"),
+        ({"workload": {"kind": "dance"}}, "workload.kind"),
+        ({"workload": {"kind": "hire", "team_size": "big"}}, "workload.team_size"),
+        ({"target": {"settings": {"database.batch_size": 0}}}, "database.batch_size"),
+        ({"target": {"settings": {"no.such": 1}}}, "no.such"),
+        ({"sweep": {"load.users": []}}, "sweep.load.users"),
+        ({"sweep": {"colour": [1]}}, "sweep.colour"),
+        ({"sweep": {"settings.batch_size": [10, -1]}}, "batch_size"),
+        ({"sweep": {"variant": ["missing"]}}, "sweep.variant[0]"),
+        ({"x": "load.rate_rps"}, "x"),
+        ({"slo": {"p99_ms": -1.0}}, "p99_ms"),
+        ({"repeats": 0}, "repeats"),
+    ],
+)
+def test_bad_specs_name_the_key(change: dict[str, Any], key: str) -> None:
+    doc = base() | change
+    with pytest.raises(ConfigError) as info:
+        parse_spec(doc)
+    assert key in str(info.value)
+
+
+def test_set_overrides_parse_toml_values_and_refuse_nonsense() -> None:
+    sets = parse_set(["load.duration_s=0.5", "sweep.load.users=[1,4]", "workload.kind=health"])
+    assert sets == {"load.duration_s": 0.5, "sweep.load.users": [1, 4], "workload.kind": "health"}
+    spec = load_spec(EXPERIMENTS / "concurrency_sweep.toml", sets)
+    assert [p.params["load.users"] for p in spec.points()] == [1, 4]
+    assert spec.load.duration_s == 0.5
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_set(["no-equals-sign"])
+    with pytest.raises(ConfigError, match="load.users"):
+        load_spec(EXPERIMENTS / "concurrency_sweep.toml", {"load.users": 0})
+
+
+def test_missing_and_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_spec(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = [unclosed")
+    with pytest.raises(ConfigError, match="valid TOML"):
+        load_spec(bad)
