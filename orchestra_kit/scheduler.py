@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from .agents import model_for
 from .agents.base import AgentBackend, AgentEvent, AgentRequest, AgentResult
 from .config import AgentSettings, SchedulerSettings
 from .errors import AgentError, ConflictError, OrchestraError, ServiceUnavailableError
 from .models import TERMINAL_STATUSES, Task, TaskStatus
-from .scheduler_support import EventHub, ProgressWriter, TaskEvent, model_for_task
+from .scheduler_support import EventHub, ProgressWriter, TaskEvent
 from .taskqueue import QueueEntry, ReadyQueue
 
 __all__ = ["Scheduler", "TaskEvent"]
@@ -231,8 +232,15 @@ class Scheduler:
             "peak_running": self.peak_running,
             "max_concurrent": self._settings.max_concurrent_tasks,
             "subscribers": self._hub.count(),
+            **self._limiter_stats(),
             **self._counts,
         }
+
+    def _limiter_stats(self) -> dict[str, Any]:
+        if self._limiter is None:
+            return {}
+        return {"llm_tokens_available": round(self._limiter.tokens, 2),
+                "llm_calls_waiting": self._limiter.waiting}
 
     # ------------------------------------------------------------------ cancelling
 
@@ -405,11 +413,10 @@ class Scheduler:
         if task.model:
             return task.model
         try:
-            employee = await self._store.get_employee(task.employee)
-        except OrchestraError:
-            return model_for_task(self._agents, task)
-        smart = str(employee.smartness) == "smart"
-        return self._agents.model_smart if smart else self._agents.model_normal
+            smartness = str((await self._store.get_employee(task.employee)).smartness)
+        except OrchestraError:  # fired meanwhile: the store's state move will refuse it
+            smartness = "normal"
+        return model_for(self._agents, smartness, None)
 
     async def _on_agent_error(self, run: _Run, error: AgentError) -> None:
         task = run.task

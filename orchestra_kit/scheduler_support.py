@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import AgentSettings
 from .models import Task
 from .progress import CHECKBOXES, FileProgress, ProgressDoc, render
 
-__all__ = ["EventHub", "ProgressWriter", "TaskEvent", "model_for_task"]
+__all__ = ["EventHub", "ProgressWriter", "TaskEvent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +131,3 @@ class ProgressWriter:
             with contextlib.suppress(FileNotFoundError):
                 (folder / remove).unlink()
 
-
-def model_for_task(agents: AgentSettings, task: Task) -> str:
-    """The task's explicit model, else the default model (smartness is applied at submit)."""
-    return task.model or agents.model_normal

@@ -212,6 +212,7 @@ class _Progress:
     def __init__(self, total: float, unit: str, desc: str) -> None:
         from tqdm.auto import tqdm  # lazy: the core package does not need tqdm
 
+        self.total = total
         self._bar = tqdm(total=total, unit=unit, desc=desc or "load", leave=True)
 
     def set(self, value: float, requests: int | None = None) -> None:
@@ -256,7 +257,6 @@ class _Runner:
         self.loop_t0 = asyncio.get_running_loop().time()
         self.dropped = 0
         self.cancelled = 0
-        self.bar_total = 0.0
 
     def now(self) -> float:
         return time.perf_counter() - self.t0
@@ -351,7 +351,7 @@ class _Runner:
 async def _ticker(runner: _Runner, bar: _Progress, by_time: bool) -> None:
     while True:
         if by_time:
-            bar.set(round(min(runner.now(), runner.bar_total), 1), len(runner.records))
+            bar.set(round(min(runner.now(), bar.total), 1), len(runner.records))
         else:
             bar.set(len(runner.records))
         await asyncio.sleep(0.2)
@@ -389,7 +389,6 @@ async def run_load(
     if progress:
         total = len(offsets) if isinstance(model, OpenLoop) else duration_s
         bar = _Progress(total, "s" if by_time else "req", label)
-        runner.bar_total = total
     try:
         async with asyncio.TaskGroup() as tg:
             ticker = tg.create_task(_ticker(runner, bar, by_time)) if bar else None

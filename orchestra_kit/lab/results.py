@@ -378,12 +378,7 @@ def load_run(path: Path | str) -> RunData:
         raise NotFoundError(f"No run at {str(run_dir)!r}: manifest.json is missing")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     requests = _read_csv(run_dir / "requests.csv", REQUEST_COLUMNS)
-    if "error_type" in requests:
-        requests["error_type"] = requests["error_type"].fillna("").astype(str)
     points = _read_csv(run_dir / "points.csv", (*POINT_KEY_COLUMNS, *SUMMARY_COLUMNS))
-    for col in ("hdr_latency", "hdr_service"):
-        if col in points:
-            points[col] = points[col].fillna("").astype(str)
     return RunData(path=run_dir, manifest=manifest, requests=requests, points=points)
 
 

@@ -35,7 +35,6 @@ from ..childproc import terminate
 __all__ = ["cli_main", "closed_loop", "run_http_bench"]
 
 Request = tuple[str, str, bytes | None]
-JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 def raise_fd_limit(wanted: int = 8192) -> int:
@@ -167,7 +166,7 @@ async def closed_loop(url: str, make: Callable[[int], Request], *, concurrency: 
                       duration_s: float, max_requests: int) -> dict[str, Any]:
     """N workers, each on its own keep-alive connection, sending the next request when
     the last returned; bounded by time and count. ``make(i)`` gives (method, path, body)."""
-    host, _, port = url.removeprefix("http://").partition(":")
+    host, port = _host_port(url)
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
@@ -176,7 +175,7 @@ async def closed_loop(url: str, make: Callable[[int], Request], *, concurrency: 
 
     async def worker() -> None:
         nonlocal issued
-        conn = RawConnection(host, int(port))
+        conn = RawConnection(host, port)
         try:
             while issued < max_requests and loop.time() < deadline:
                 method, path, body = make(issued)
