@@ -8,6 +8,7 @@ where one fits, from the matching builtin, so callers can catch either::
     ├── ValidationError (ValueError)      bad input: names the field and the problem
     ├── NotFoundError (LookupError)       an employee, task or request that does not exist
     ├── ConflictError                     a duplicate, a held lease, an illegal state move
+    │   └── CapacityError                 max_concurrent_tasks already run (all instances)
     ├── ForbiddenError (PermissionError)  an actor may not do this (approve another's lease)
     ├── RateLimitedError                  a token bucket said no; carries retry_after_s
     ├── StoreError                        the database failed (not the caller's fault)
@@ -32,6 +33,7 @@ __all__ = [
     "AgentTimeoutError",
     "AgentUnavailableError",
     "ApiError",
+    "CapacityError",
     "ConfigError",
     "ConflictError",
     "ForbiddenError",
@@ -103,6 +105,12 @@ class ConflictError(OrchestraError):
 
     code = "conflict"
     http_status = 409
+
+
+class CapacityError(ConflictError):
+    """A task may not start: the global running limit is reached (retry later)."""
+
+    code = "capacity"
 
 
 class ForbiddenError(OrchestraError, PermissionError):
