@@ -44,6 +44,21 @@ def is_postgres_url(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
 
 
+async def _ensure_schema(conn: Any, url: str) -> str:
+    """The current schema; the first of ``search_path`` is created when missing (so a URL
+    ending ``?search_path=team1`` gives that team its own tables in a shared database)."""
+    schema = await conn.fetchval("SELECT current_schema()")
+    if schema is not None:
+        return str(schema)
+    first = str(await conn.fetchval("SHOW search_path")).split(",")[0].strip().strip('"')
+    if not first or first.startswith("$"):
+        raise StoreError(f"{url}: its search_path names no schema to use")
+    with contextlib.suppress(asyncpg.exceptions.UniqueViolationError,
+                             asyncpg.exceptions.DuplicateSchemaError):
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{first}"')
+    return first
+
+
 class PgStoreBase:
     """Lifecycle (start/aclose, async context manager) and the read/write paths."""
 
@@ -73,6 +88,8 @@ class PgStoreBase:
         )
         self._pool: Any = None
         self._listener: Any = None
+        # Pooling off: a fresh connection per op, but never more than max_connections.
+        self._connect_slots = asyncio.Semaphore(settings.max_connections)
         self.schema = ""
         self.channel = ""
         self._state = "new"
@@ -101,10 +118,7 @@ class PgStoreBase:
                 self._pool = await asyncpg.create_pool(
                     self.url, min_size=1, max_size=self.settings.max_connections)
             async with self._connection() as conn:
-                schema = await conn.fetchval("SELECT current_schema()")
-                if schema is None:
-                    raise StoreError(f"{self.url}: its search_path names no existing schema")
-                self.schema = str(schema)
+                self.schema = await _ensure_schema(conn, self.url)
                 self.channel = f"orchestra_{self.schema}"[:63]
                 await apply_pg_migrations(conn, self.schema)
             if self._cache is not None:
@@ -155,11 +169,12 @@ class PgStoreBase:
             async with self._pool.acquire() as conn:
                 yield conn
             return
-        conn = await asyncpg.connect(self.url)
-        try:
-            yield conn
-        finally:
-            await conn.close()
+        async with self._connect_slots:
+            conn = await asyncpg.connect(self.url)
+            try:
+                yield conn
+            finally:
+                await conn.close()
 
     def _check_open(self) -> None:
         if self._state != "open":
