@@ -26,6 +26,7 @@ from ..agents.base import AgentBackend
 from ..config import AgentSettings, SchedulerSettings
 from ..errors import ConflictError, OrchestraError, ServiceUnavailableError
 from ..models import TERMINAL_STATUSES, Task, TaskStatus
+from ..store.protocol import StoreProtocol
 from .events import EventHub, ProgressWriter, TaskEvent
 from .execution import TaskExecution, _placeholder, _Run
 from .queue import QueueEntry, ReadyQueue
@@ -40,7 +41,7 @@ class Scheduler(TaskExecution):
 
     def __init__(
         self,
-        store: Any,
+        store: StoreProtocol,
         backend: AgentBackend,
         settings: SchedulerSettings,
         *,

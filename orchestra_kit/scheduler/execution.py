@@ -22,6 +22,7 @@ from ..agents.base import AgentBackend, AgentEvent, AgentRequest, AgentResult
 from ..config import AgentSettings, SchedulerSettings
 from ..errors import AgentError, ConflictError, OrchestraError
 from ..models import Task, TaskStatus
+from ..store.protocol import StoreProtocol
 from .events import EventHub, ProgressWriter, TaskEvent
 from .queue import QueueEntry
 
@@ -44,7 +45,7 @@ class _Run:
 class TaskExecution:
     """Runs one task whose slot the dispatcher reserved (a base of ``Scheduler``)."""
 
-    _store: Any
+    _store: StoreProtocol
     _backend: AgentBackend
     _settings: SchedulerSettings
     _agents: AgentSettings

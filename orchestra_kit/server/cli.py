@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="orchestra serve", description="Run the HTTP API.")
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to bind; 0 picks a free one (default 8080)")
-    p.add_argument("--db", help="SQLite database path (default orchestra.db)")
+    p.add_argument("--db", help="SQLite database path (default orchestra.db), or a PostgreSQL"
+                   " URL postgresql://user@host:port/dbname (several instances may share it)")
     p.add_argument("--project-root", help="directory file paths are confined to")
     p.add_argument("--config", help="JSON config file (the seed's performance config schema)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -50,6 +51,8 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Set
                       ("project_root", "project_root")):
         value = getattr(args, flag)
         if value is not None:
+            if flag == "db" and str(value).startswith(("postgresql://", "postgres://")):
+                key = "database.url"
             overrides[key] = str(value)
     return Settings.load(config_file=args.config, environ=environ, overrides=overrides)
 
@@ -61,7 +64,8 @@ async def _serve(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with Service(settings) as svc:
-            print(f"orchestra serving on {svc.url} (db={settings.database.path}, "
+            db = _redacted(settings.database.url) or settings.database.path
+            print(f"orchestra serving on {svc.url} (db={db}, "
                   f"backend={settings.agents.backend})", flush=True)
             await stop.wait()
             log.info("orchestra: draining (signal received)")
@@ -70,6 +74,15 @@ async def _serve(settings: Settings) -> int:
             loop.remove_signal_handler(sig)
     log.info("orchestra: stopped cleanly")
     return 0
+
+
+def _redacted(url: str) -> str:
+    """A database URL without its password (for logs)."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in creds:
+        return url
+    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
 
 
 def serve_main(argv: list[str]) -> int:
