@@ -7,7 +7,7 @@ OPENCODE_VERSION := 1.18.33
 OPENCODE_DIR     := .tools/opencode
 OPENCODE_BIN     := $(OPENCODE_DIR)/node_modules/.bin/opencode
 
-.PHONY: setup lint test sweep lab bench opencode clean notebooks-full
+.PHONY: setup lint test sweep lab bench opencode postgres clean notebooks-full
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,7 +15,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev,lab]'
 	touch $(STAMP)
 
-setup: $(STAMP) opencode
+setup: $(STAMP) opencode postgres
+
+# The PostgreSQL server binaries for the second store backend and its tests
+# (orchestra_kit/store/pgserver.py starts throwaway clusters with them).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q postgresql; }
 
 $(OPENCODE_BIN):
 	mkdir -p $(OPENCODE_DIR)
@@ -28,7 +36,7 @@ lint: $(STAMP)
 	$(BIN)/mypy orchestra_kit
 	$(BIN)/lint-imports
 
-test: $(STAMP) $(OPENCODE_BIN) lint
+test: $(STAMP) $(OPENCODE_BIN) postgres lint
 	$(BIN)/python -m pytest -q --nbmake --nbmake-timeout=300 tests notebooks
 
 sweep: $(STAMP)

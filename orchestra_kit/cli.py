@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("orchestra_kit.lab.cli", "run_main", "run an experiment spec (TOML)"),
     "report": ("orchestra_kit.lab.cli", "report_main", "summary table + charts of a run"),
     "compare": ("orchestra_kit.lab.cli", "compare_main", "compare two runs; exit 1 on regression"),
+    "pg": ("orchestra_kit.store.pg_cli", "pg_main",
+           "a local PostgreSQL: run (throwaway) | start/stop --dir DIR"),
 }
 BENCHES: dict[str, tuple[str, str]] = {
     "store": ("orchestra_kit.store.bench", "cli_main"),

@@ -8,7 +8,8 @@ where one fits, from the matching builtin, so callers can catch either::
     ├── ValidationError (ValueError)      bad input: names the field and the problem
     ├── NotFoundError (LookupError)       an employee, task or request that does not exist
     ├── ConflictError                     a duplicate, a held lease, an illegal state move
-    │   └── CapacityError                 max_concurrent_tasks already run (all instances)
+    │   ├── CapacityError                 no free slot (all instances) or employee busy
+    │   └── LeaseBlockedError             a task's files are leased by someone else
     ├── ForbiddenError (PermissionError)  an actor may not do this (approve another's lease)
     ├── RateLimitedError                  a token bucket said no; carries retry_after_s
     ├── StoreError                        the database failed (not the caller's fault)
@@ -37,6 +38,7 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "ForbiddenError",
+    "LeaseBlockedError",
     "NotFoundError",
     "OrchestraError",
     "ProviderError",
@@ -111,6 +113,12 @@ class CapacityError(ConflictError):
     """A task may not start: the global running limit is reached (retry later)."""
 
     code = "capacity"
+
+
+class LeaseBlockedError(ConflictError):
+    """A task may not start yet: files it needs are leased by another employee."""
+
+    code = "lease_blocked"
 
 
 class ForbiddenError(OrchestraError, PermissionError):

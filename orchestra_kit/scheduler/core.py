@@ -26,10 +26,11 @@ from ..agents.base import AgentBackend
 from ..config import AgentSettings, SchedulerSettings
 from ..errors import ConflictError, OrchestraError, ServiceUnavailableError
 from ..models import TERMINAL_STATUSES, Task, TaskStatus
-from ..store.protocol import StoreProtocol
+from ..store.protocol import SharedStoreProtocol, StoreProtocol
 from .events import EventHub, ProgressWriter, TaskEvent
 from .execution import TaskExecution, _placeholder, _Run
 from .queue import QueueEntry, ReadyQueue
+from .shared import SharedCoordinator
 
 __all__ = ["Scheduler", "TaskEvent"]
 
@@ -71,6 +72,14 @@ class Scheduler(TaskExecution):
         self._counts = {"completed": 0, "failed": 0, "cancelled": 0, "timed_out": 0,
                         "retries": 0, "requeued": 0, "started": 0}
         self.peak_running = 0
+        self._shared: SharedCoordinator | None = None
+        self._paused_until = 0.0
+        if isinstance(store, SharedStoreProtocol):  # several instances: see .shared
+            self._shared = SharedCoordinator(
+                store, self._hub, on_remote_status=self._remote_status,
+                on_requeued=self._enqueue, max_attempts=settings.max_attempts,
+                sweep_interval_s=store.settings.heartbeat_interval_s)
+            self._hub.forward = self._shared.forward
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -98,6 +107,8 @@ class Scheduler(TaskExecution):
         self._state = "running"
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="scheduler-dispatch")
         self._wake.set()
+        if self._shared is not None:
+            await self._shared.start()
 
     async def aclose(self) -> None:
         """Drain: stop taking work, let running tasks finish within the grace, requeue the rest."""
@@ -116,6 +127,8 @@ class Scheduler(TaskExecution):
             for run_task in pending:
                 run_task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._shared is not None:
+            await self._shared.aclose()  # after the requeues, so the others hear of them
         self._hub.close_all()
         self._state = "closed"
 
@@ -156,6 +169,27 @@ class Scheduler(TaskExecution):
         """Submit and wait for the end (the synchronous, "before" path)."""
         task = await self.submit(employee, description, **kw)
         return await self.wait(task.id)
+
+    def _remote_status(self, task: Task) -> None:
+        """Another instance changed a task: queue it here too, or stop considering it."""
+        if task.id in self._runs:
+            return
+        if task.status == TaskStatus.QUEUED and self._state == "running":
+            self._live[task.id] = task
+            self._queue.push(QueueEntry.of(task.id, task.priority, task.employee))
+            if self._wake is not None:
+                self._wake.set()
+        elif task.status != TaskStatus.QUEUED:
+            self._queue.remove(task.id)
+            self._live.pop(task.id, None)
+
+    def _requeue_local(self, task: Task, pause_s: float = 0.0) -> None:
+        """Back into this queue without telling anyone; ``pause_s`` holds dispatching."""
+        if pause_s > 0:
+            self._paused_until = asyncio.get_running_loop().time() + pause_s
+        self._queue.push(QueueEntry.of(task.id, task.priority, task.employee))
+        if self._wake is not None:
+            self._wake.set()
 
     def _enqueue(self, task: Task) -> None:
         self._live[task.id] = task
@@ -220,6 +254,7 @@ class Scheduler(TaskExecution):
             "peak_running": self.peak_running,
             "max_concurrent": self._settings.max_concurrent_tasks,
             "subscribers": self._hub.count(),
+            **(self._shared.stats() if self._shared is not None else {}),
             **self._limiter_stats(),
             **self._counts,
         }
@@ -287,9 +322,13 @@ class Scheduler(TaskExecution):
 
     async def _dispatch_loop(self) -> None:
         assert self._wake is not None
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
+            pause_s = self._paused_until - loop.time()
+            if pause_s > 0:  # no global slot free (shared store): look again shortly
+                await asyncio.sleep(pause_s)
             while len(self._runs) < self._settings.max_concurrent_tasks:
                 entry = self._queue.pop()
                 if entry is None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..config import DatabaseSettings, OptimizationFlags
 from . import Store
 from .pg import PgStore
-from .protocol import StoreProtocol
+from .protocol import SharedStoreProtocol, StoreProtocol
 
 __all__ = ["backend_name", "open_store"]
 
@@ -29,6 +29,6 @@ def open_store(settings: DatabaseSettings, flags: OptimizationFlags, *, project_
     return Store(settings, flags, project_root=project_root, clock=clock)
 
 
-def _conforms(sqlite: Store, pg: PgStore) -> tuple[StoreProtocol, StoreProtocol]:
-    """Never called: mypy checks here that both stores satisfy StoreProtocol."""
+def _conforms(sqlite: Store, pg: PgStore) -> tuple[StoreProtocol, SharedStoreProtocol]:
+    """Never called: mypy checks here that both stores satisfy their protocols."""
     return sqlite, pg

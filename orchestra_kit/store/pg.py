@@ -53,6 +53,8 @@ class PgStore(PgStoreBase):
     """``async with PgStore(url, settings.database, settings.flags, project_root=p) as s``."""
 
     _heartbeat: asyncio.Task[None] | None = None
+    #: Several instances may share this store (the scheduler then claims tasks here).
+    shared = True
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -356,6 +358,14 @@ class PgStore(PgStoreBase):
                 raise NotFoundError(f"Task {task_id} does not exist", details={"task_id": task_id})
 
         await self._tx(op, _TASKS)
+
+    async def claim_task(self, task_id: int, *, max_running: int) -> Task:
+        """Claim a queued task for this instance with its leases (see ``pg_tasks.claim``)."""
+        check_id(task_id, "task_id")
+        now = self._clock()
+        return await self._tx(lambda c: pg_tasks.claim(
+            c, self.schema, task_id, max_running, now, self.instance_id,
+            self.settings.lease_ttl_s), (*_TASKS, *_LR))
 
     async def recover(self, *, max_attempts: int) -> RecoveryReport:
         """Requeue (or fail) tasks left running by this instance or by dead instances."""

@@ -92,6 +92,8 @@ class PgStoreBase:
         self._connect_slots = asyncio.Semaphore(settings.max_connections)
         self.schema = ""
         self.channel = ""
+        self.events_channel = ""
+        self._event_callbacks: list[Callable[[str], None]] = []
         self._state = "new"
         self._write_latency_s: deque[float] = deque(maxlen=8192)
         self._counters = {"reads": 0, "writes": 0, "commits": 0, "failed_ops": 0,
@@ -120,10 +122,15 @@ class PgStoreBase:
             async with self._connection() as conn:
                 self.schema = await _ensure_schema(conn, self.url)
                 self.channel = f"orchestra_{self.schema}"[:63]
+                self.events_channel = f"orchestra_ev_{self.schema}"[:63]
                 await apply_pg_migrations(conn, self.schema)
+            # One listening connection for both channels: PostgreSQL delivers its
+            # notifications in commit order, so a cache invalidation always arrives
+            # before the task event sent after the same commit.
+            self._listener = await asyncpg.connect(self.url)
             if self._cache is not None:
-                self._listener = await asyncpg.connect(self.url)
                 await self._listener.add_listener(self.channel, self._on_notify)
+            await self._listener.add_listener(self.events_channel, self._on_event)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
             raise StoreError(f"Cannot open PostgreSQL store {self.url}: {e}") from e
 
@@ -132,6 +139,31 @@ class PgStoreBase:
         for table in payload.split(","):
             if table in self._gens:
                 self._gens[table] += 1
+
+    def _on_event(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        for callback in list(self._event_callbacks):
+            callback(payload)
+
+    def add_event_listener(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(payload)`` for every event any instance publishes (own ones too)."""
+        self._event_callbacks.append(callback)
+
+    def remove_event_listener(self, callback: Callable[[str], None]) -> None:
+        """Stop calling ``callback``."""
+        with contextlib.suppress(ValueError):
+            self._event_callbacks.remove(callback)
+
+    async def publish_events(self, payloads: list[str]) -> None:
+        """NOTIFY every listening instance, one round trip for the lot (each < 8000 bytes)."""
+        if not payloads:
+            return
+        self._check_open()
+        try:
+            async with self._connection() as conn:
+                await conn.execute("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
+                                   self.events_channel, payloads)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            raise StoreError(f"Publishing events failed: {e}") from e
 
     async def _close_connections(self) -> None:
         listener, self._listener = self._listener, None

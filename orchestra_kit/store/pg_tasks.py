@@ -13,14 +13,20 @@ from typing import Any
 
 import asyncpg
 
-from ..errors import CapacityError, ConflictError, NotFoundError, OrchestraError
+from ..errors import (
+    CapacityError,
+    ConflictError,
+    LeaseBlockedError,
+    NotFoundError,
+    OrchestraError,
+)
 from ..models import TERMINAL_STATUSES, Task, TaskStatus, can_transition
-from .pg_ops import close_requests_for, require_employee
+from .pg_ops import close_requests_for, lock, require_employee
 from .pg_schema import lock_key
 from .schema import TASK_COLS, row_to_task
 from .sqlops import RecoveryReport
 
-__all__ = ["insert_tasks", "recover", "transition"]
+__all__ = ["claim", "insert_tasks", "recover", "transition"]
 
 _INSERT = ("INSERT INTO tasks (employee, description, priority, model, mode, files, status,"
            " attempts, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7) RETURNING id")
@@ -59,10 +65,16 @@ async def transition(conn: Any, schema: str, task_id: int, new: TaskStatus,
     """Move a task (row locked first); ConflictError when illegal or not ``expect``."""
     if new == TaskStatus.RUNNING and max_running is not None:
         await _check_capacity(conn, schema, task_id, max_running)  # lock before the row
-    status = await conn.fetchval("SELECT status FROM tasks WHERE id = $1 FOR UPDATE", task_id)
-    if status is None:
+    row = await conn.fetchrow("SELECT status, instance FROM tasks WHERE id = $1 FOR UPDATE",
+                              task_id)
+    if row is None:
         raise NotFoundError(f"Task {task_id} does not exist", details={"task_id": task_id})
-    old = TaskStatus(status)
+    old = TaskStatus(row[0])
+    if old == TaskStatus.RUNNING and row[1] not in (None, instance):
+        # Only the instance running a task ends it: one whose heartbeat lapsed (and whose
+        # task was requeued and claimed elsewhere) cannot record a second outcome.
+        raise ConflictError(f"Task {task_id} is run by instance {row[1]}, not {instance}",
+                            details={"task_id": task_id, "status": old.value})
     if expect is not None and old != expect:
         raise ConflictError(f"Cannot move task {task_id} to {new.value!r}: it is {old.value!r},"
                             f" not {expect.value!r}",
@@ -118,3 +130,39 @@ async def recover(conn: Any, max_attempts: int, now: float, instance: str,
         failed_task_ids=tuple(sorted(r[0] for r in rows if r[1] == "failed")),
         released_paths=tuple(sorted(r[0] for r in released)),
     )
+
+
+async def claim(conn: Any, schema: str, task_id: int, max_running: int, now: float,
+                instance: str, lease_ttl_s: float) -> Task:
+    """Claim a queued task for ``instance``: its row (``FOR UPDATE SKIP LOCKED``: a row
+    another instance is claiming is skipped, not waited for), a global slot, a free
+    employee and its files' leases, all in one transaction; raises without claiming.
+
+    ConflictError: claimed or ended elsewhere. CapacityError: no slot, or the employee
+    runs another task (retry later). LeaseBlockedError: a file is held by another."""
+    await _check_capacity(conn, schema, task_id, max_running)
+    row = await conn.fetchrow("SELECT status, employee, files, description FROM tasks"
+                              " WHERE id = $1 FOR UPDATE SKIP LOCKED", task_id)
+    if row is None or row[0] != TaskStatus.QUEUED.value:
+        raise ConflictError(f"Task {task_id} is claimed or ended elsewhere",
+                            details={"task_id": task_id})
+    employee, files = row[1], json.loads(row[2])
+    if await conn.fetchval("SELECT 1 FROM tasks WHERE employee = $1 AND status = 'running'",
+                           employee) is not None:
+        raise CapacityError(f"Cannot start task {task_id}: {employee!r} runs another task",
+                            details={"task_id": task_id, "employee": employee})
+    if files:
+        got = await lock(conn, employee, files, row[3][:200], task_id, now, now + lease_ttl_s)
+        held = {p: s for p, s in got.items() if s.startswith("locked_by")}
+        if held:
+            raise LeaseBlockedError(f"Task {task_id} waits for files held by others",
+                                    details={"task_id": task_id, "blocked": held})
+    try:
+        updated = await conn.fetchrow(
+            "UPDATE tasks SET status = 'running', started_at = $2, instance = $3,"
+            f" attempts = attempts + 1 WHERE id = $1 RETURNING {TASK_COLS}",
+            task_id, now, instance)
+    except asyncpg.exceptions.UniqueViolationError:
+        raise CapacityError(f"Cannot start task {task_id}: {employee!r} runs another task",
+                            details={"task_id": task_id}) from None
+    return row_to_task(updated)

@@ -173,6 +173,13 @@ class PgServer:
         if not self.keep:
             self._remove()
 
+    def stop_dir(self) -> None:
+        """Stop a cluster left running in ``base_dir`` by an earlier ``start`` (keeps it)."""
+        if self._base_dir is None or not (self._base_dir / "data" / "PG_VERSION").exists():
+            raise StoreError(f"No PostgreSQL cluster in {self._base_dir}")
+        self.root = self._base_dir
+        self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+
     def _remove(self) -> None:
         if self.root is not None and not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)

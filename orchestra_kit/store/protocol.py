@@ -9,14 +9,15 @@ docs/store.md and docs/scale-out.md); mypy checks that both conform
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, Self
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, Self, runtime_checkable
 
+from ..config import DatabaseSettings
 from ..errors import OrchestraError
 from ..models import Employee, FileLease, FileRequest, Task, TaskStatus
 from .sqlops import FireReport, RecoveryReport
 
-__all__ = ["StoreProtocol"]
+__all__ = ["SharedStoreProtocol", "StoreProtocol"]
 
 
 class StoreProtocol(Protocol):
@@ -133,3 +134,24 @@ class StoreProtocol(Protocol):
 
     async def counts(self) -> dict[str, int]:
         """Employees, active leases, pending requests, tasks per status."""
+
+
+@runtime_checkable
+class SharedStoreProtocol(StoreProtocol, Protocol):
+    """A store several service instances share (PostgreSQL): claims and cross-instance events."""
+
+    instance_id: str
+    shared: bool
+    settings: DatabaseSettings
+
+    async def claim_task(self, task_id: int, *, max_running: int) -> Task:
+        """Claim a queued task (row, global slot, free employee, leases) in one transaction."""
+
+    def add_event_listener(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(payload)`` for every event any instance publishes."""
+
+    def remove_event_listener(self, callback: Callable[[str], None]) -> None:
+        """Stop calling ``callback``."""
+
+    async def publish_events(self, payloads: list[str]) -> None:
+        """Send events to every instance."""
