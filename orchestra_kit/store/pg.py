@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
-from ..errors import NotFoundError, OrchestraError, ValidationError
+import asyncpg
+
+from ..errors import NotFoundError, OrchestraError, StoreError, ValidationError
 from ..models import (
     Employee,
     FileLease,
@@ -45,6 +48,8 @@ from .sqlops import FireReport, RecoveryReport, check_limit
 
 __all__ = ["PgStore"]
 
+log = logging.getLogger(__name__)
+
 _EMP, _TASKS, _LR, _REQ = ("employees",), ("tasks",), ("file_leases", "file_requests"), \
     ("file_requests",)
 
@@ -53,6 +58,9 @@ class PgStore(PgStoreBase):
     """``async with PgStore(url, settings.database, settings.flags, project_root=p) as s``."""
 
     _heartbeat: asyncio.Task[None] | None = None
+    _beat_conn: Any = None
+    #: The longest time between two heartbeats seen (an event loop stalled this long).
+    max_heartbeat_gap_s = 0.0
     #: Several instances may share this store (the scheduler then claims tasks here).
     shared = True
 
@@ -63,7 +71,11 @@ class PgStore(PgStoreBase):
     async def start(self) -> None:
         """Connect, migrate, register this instance and start its heartbeat."""
         await super().start()
-        await self._beat()
+        try:
+            await self._beat()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            await super().aclose()
+            raise StoreError(f"Cannot register instance {self.instance_id}: {e}") from e
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="pg-heartbeat")
 
     async def aclose(self) -> None:
@@ -73,25 +85,37 @@ class PgStore(PgStoreBase):
             hb.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await hb
-            with contextlib.suppress(OrchestraError):
-                await self._tx(lambda c: c.execute("DELETE FROM instances WHERE id = $1",
-                                                   self.instance_id), ())
+        conn, self._beat_conn = self._beat_conn, None
+        if conn is not None:
+            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                await conn.execute("DELETE FROM instances WHERE id = $1", self.instance_id)
+            await conn.close()
         await super().aclose()
 
+    def stats(self) -> dict[str, Any]:
+        """The base counters plus the longest heartbeat gap (event-loop stalls show there)."""
+        return {**super().stats(), "max_heartbeat_gap_s": round(self.max_heartbeat_gap_s, 3)}
+
     async def _beat(self) -> None:
-        now = self._clock()
-        await self._tx(lambda c: c.execute(
+        # Its own connection: a busy pool must never delay a heartbeat past the timeout
+        # (the others would take this instance for dead and requeue its tasks).
+        if self._beat_conn is None or self._beat_conn.is_closed():
+            self._beat_conn = await asyncpg.connect(self.url)
+        await self._beat_conn.execute(
             "INSERT INTO instances (id, started_at, heartbeat_at) VALUES ($1, $2, $2)"
-            " ON CONFLICT (id) DO UPDATE SET heartbeat_at = $2", self.instance_id, now), ())
+            " ON CONFLICT (id) DO UPDATE SET heartbeat_at = $2", self.instance_id, self._clock())
 
     async def _heartbeat_loop(self) -> None:
+        last = self._clock()
         while True:
             await asyncio.sleep(self.settings.heartbeat_interval_s)
             try:
                 await self._beat()
-            except OrchestraError as e:  # the database is away: keep trying
-                import logging
-                logging.getLogger(__name__).warning("heartbeat failed: %s", e)
+                now = self._clock()
+                self.max_heartbeat_gap_s = max(self.max_heartbeat_gap_s, now - last)
+                last = now
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+                log.warning("heartbeat failed (retrying): %s", e)
 
     # ------------------------------------------------------------------ employees
 

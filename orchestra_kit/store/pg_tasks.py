@@ -63,8 +63,6 @@ async def transition(conn: Any, schema: str, task_id: int, new: TaskStatus,
                      count_attempt: bool, now: float, max_running: int | None,
                      instance: str) -> Task:
     """Move a task (row locked first); ConflictError when illegal or not ``expect``."""
-    if new == TaskStatus.RUNNING and max_running is not None:
-        await _check_capacity(conn, schema, task_id, max_running)  # lock before the row
     row = await conn.fetchrow("SELECT status, instance FROM tasks WHERE id = $1 FOR UPDATE",
                               task_id)
     if row is None:
@@ -82,6 +80,8 @@ async def transition(conn: Any, schema: str, task_id: int, new: TaskStatus,
     if not can_transition(old, new):
         raise ConflictError(f"Cannot move task {task_id} from {old.value!r} to {new.value!r}",
                             details={"task_id": task_id, "status": old.value})
+    if new == TaskStatus.RUNNING and max_running is not None:  # row first, then the slot
+        await _check_capacity(conn, schema, task_id, max_running)
     sets: list[str] = ["status = $2"]
     args: list[Any] = [task_id, new.value]
     for cond, col, value in (
@@ -108,16 +108,17 @@ async def transition(conn: Any, schema: str, task_id: int, new: TaskStatus,
 
 async def recover(conn: Any, max_attempts: int, now: float, instance: str,
                   dead_after_s: float) -> RecoveryReport:
-    """Requeue (or fail) the running tasks of this instance and of instances that stopped
-    heartbeating ``dead_after_s`` ago; release leases no running task holds."""
+    """Requeue (or fail) the running tasks of instances that stopped heartbeating
+    ``dead_after_s`` ago (never this one's: it is alive, and runs them); release leases no
+    running task holds. Safe to call periodically from every instance."""
     rows = await conn.fetch(
         "UPDATE tasks SET"
         " status = CASE WHEN attempts >= $1 THEN 'failed' ELSE 'queued' END,"
         " error = CASE WHEN attempts >= $1 THEN 'interrupted' ELSE error END,"
         " finished_at = CASE WHEN attempts >= $1 THEN $2 ELSE finished_at END,"
         " instance = NULL"
-        " WHERE status = 'running' AND (instance IS NULL OR instance = $3 OR instance NOT IN"
-        "  (SELECT id FROM instances WHERE heartbeat_at > $2 - $4))"
+        " WHERE status = 'running' AND instance IS DISTINCT FROM $3 AND (instance IS NULL"
+        "  OR instance NOT IN (SELECT id FROM instances WHERE heartbeat_at > $2::float8 - $4))"
         " RETURNING id, status", max_attempts, now, instance, dead_after_s)
     released = await conn.fetch(
         "UPDATE file_leases SET released_at = $1 WHERE released_at IS NULL AND"
@@ -140,7 +141,6 @@ async def claim(conn: Any, schema: str, task_id: int, max_running: int, now: flo
 
     ConflictError: claimed or ended elsewhere. CapacityError: no slot, or the employee
     runs another task (retry later). LeaseBlockedError: a file is held by another."""
-    await _check_capacity(conn, schema, task_id, max_running)
     row = await conn.fetchrow("SELECT status, employee, files, description FROM tasks"
                               " WHERE id = $1 FOR UPDATE SKIP LOCKED", task_id)
     if row is None or row[0] != TaskStatus.QUEUED.value:
@@ -157,6 +157,8 @@ async def claim(conn: Any, schema: str, task_id: int, max_running: int, now: flo
         if held:
             raise LeaseBlockedError(f"Task {task_id} waits for files held by others",
                                     details={"task_id": task_id, "blocked": held})
+    # Last, so the global lock is held only for the count, the update and the commit.
+    await _check_capacity(conn, schema, task_id, max_running)
     try:
         updated = await conn.fetchrow(
             "UPDATE tasks SET status = 'running', started_at = $2, instance = $3,"

@@ -1,0 +1,156 @@
+"""Two service instances on one PostgreSQL database (a fresh schema per test).
+
+Each invariant is checked through both instances' HTTP APIs at once, and counted in
+the database itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from server_fixtures import make_settings
+
+from orchestra_kit.client import OrchestraClient
+from orchestra_kit.config import Settings
+from orchestra_kit.errors import ApiError
+from orchestra_kit.server import Service
+from orchestra_kit.store.pg import PgStore
+
+
+def pg_settings(tmp_path: Path, url: str, **extra: Any) -> Settings:
+    return make_settings(tmp_path, **{
+        "database.url": url, "database.max_connections": 10,
+        "database.heartbeat_interval_s": 0.2, "database.instance_timeout_s": 1.5,
+        "scheduler.progress_files": False, **extra})
+
+
+async def db_rows(url: str, sql: str, *args: Any) -> list[Any]:
+    conn = await asyncpg.connect(url)
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def pair(tmp_path: Path, pg_url: str) -> AsyncIterator[tuple[Service, Service]]:
+    """Two instances (A, B) sharing one database."""
+    settings = pg_settings(tmp_path, pg_url)
+    async with Service(settings) as a, Service(settings) as b:
+        yield a, b
+
+
+async def test_lease_race_through_both_has_one_holder(pair: tuple[Service, Service],
+                                                      pg_url: str) -> None:
+    a, b = pair
+    names = [f"e{i}" for i in range(200)]
+    async with OrchestraClient(a.url) as ca, OrchestraClient(b.url) as cb:
+        await ca.hire_many([{"name": n, "role": "dev"} for n in names])
+        results = await asyncio.gather(*(
+            (ca if i % 2 else cb).lock_files(n, ["src/hot.py"]) for i, n in enumerate(names)))
+    statuses = [r["src/hot.py"] for r in results]
+    winners = [n for n, s in zip(names, statuses, strict=True) if s == "locked"]
+    assert len(winners) == 1
+    assert statuses.count(f"locked_by:{winners[0]}") == 199
+    rows = await db_rows(pg_url, "SELECT employee FROM file_leases WHERE path = $1"
+                                 " AND released_at IS NULL", "src/hot.py")
+    assert [r[0] for r in rows] == winners
+
+
+async def test_hires_with_duplicates_through_both(pair: tuple[Service, Service],
+                                                  pg_url: str) -> None:
+    a, b = pair
+    rng = random.Random(11)
+    unique = [f"h{i}" for i in range(900)]
+    names = unique + [rng.choice(unique) for _ in range(100)]
+    rng.shuffle(names)
+    async with OrchestraClient(a.url) as ca, OrchestraClient(b.url) as cb:
+        results = await asyncio.gather(*((ca if i % 2 else cb).hire(n, "dev")
+                                         for i, n in enumerate(names)), return_exceptions=True)
+    conflicts = [r for r in results if isinstance(r, ApiError) and r.http_status == 409]
+    assert len(conflicts) == 100
+    assert all(not isinstance(r, BaseException) or r in conflicts for r in results)
+    rows = await db_rows(pg_url, "SELECT name FROM employees")
+    assert sorted(r[0] for r in rows) == sorted(unique)
+
+
+async def test_thousand_tasks_each_run_once_in_priority_order(tmp_path: Path,
+                                                              pg_url: str) -> None:
+    settings = pg_settings(tmp_path, pg_url, **{"scheduler.max_concurrent_tasks": 2000,
+                                                "agents.sim_latency_ms": 1})
+    rng = random.Random(5)
+    async with PgStore(pg_url, settings.database, settings.flags,
+                       project_root=tmp_path) as store:  # queued before either starts
+        await store.hire_many([{"name": f"w{i}", "role": "dev"} for i in range(1000)])
+        made = await store.create_tasks([{"employee": f"w{i}", "description": f"t{i}",
+                                          "priority": rng.randint(0, 10)} for i in range(1000)])
+    assert all(not isinstance(t, Exception) for t in made)
+    async with Service(settings) as a, Service(settings) as b:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            (row,) = await db_rows(pg_url, "SELECT COUNT(*) FROM tasks WHERE status <> 'completed'")
+            if row[0] == 0:
+                break
+            await asyncio.sleep(0.2)
+        started = [s.state.scheduler.stats()["started"] for s in (a, b)]  # type: ignore[union-attr]
+    rows = await db_rows(pg_url, "SELECT status, attempts, instance, started_at, priority"
+                                 " FROM tasks ORDER BY instance, started_at, priority DESC")
+    assert {(r[0], r[1]) for r in rows} == {("completed", 1)}  # every one ran, once
+    assert sum(started) == 1000 and min(started) > 0  # both instances took part
+    for inst in {r[2] for r in rows}:
+        prios = [r[4] for r in rows if r[2] == inst]
+        assert prios == sorted(prios, reverse=True), f"instance {inst} claimed out of order"
+
+
+async def test_global_limit_holds_across_instances(tmp_path: Path, pg_url: str) -> None:
+    settings = pg_settings(tmp_path, pg_url, **{"scheduler.max_concurrent_tasks": 3,
+                                                "agents.sim_latency_ms": 40})
+    peak = 0
+    async with Service(settings) as a, Service(settings) as b, \
+            OrchestraClient(a.url) as ca, OrchestraClient(b.url) as cb:
+        await ca.hire_many([{"name": f"g{i}", "role": "dev"} for i in range(12)])
+        for i in range(12):
+            await (ca if i % 2 else cb).assign(f"g{i}", "work")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            (row,) = await db_rows(pg_url, "SELECT COUNT(*) FILTER (WHERE status = 'running'),"
+                                           " COUNT(*) FILTER (WHERE status = 'completed')"
+                                           " FROM tasks")
+            peak = max(peak, row[0])
+            if row[1] == 12:
+                break
+            await asyncio.sleep(0.005)
+    assert row[1] == 12
+    assert 1 <= peak <= 3
+
+
+async def test_sse_on_one_follows_a_task_run_by_the_other(tmp_path: Path, pg_url: str) -> None:
+    settings = pg_settings(tmp_path, pg_url, **{"agents.sim_latency_ms": 600})
+    async with AsyncExitStack() as stack:
+        a = await stack.enter_async_context(Service(settings))
+        b = await stack.enter_async_context(Service(settings))
+        by_id = {s.state.store.instance_id: s for s in (a, b)}  # type: ignore[union-attr]
+        ca = await stack.enter_async_context(OrchestraClient(a.url))
+        await ca.hire("sse", "dev")
+        task = await ca.assign("sse", "follow me")
+        instance = None
+        for _ in range(200):
+            rows = await db_rows(pg_url, "SELECT instance FROM tasks WHERE id = $1", task.id)
+            if rows[0][0] is not None:
+                instance = rows[0][0]
+                break
+            await asyncio.sleep(0.01)
+        assert instance in by_id
+        other = a if by_id[instance] is b else b
+        co = await stack.enter_async_context(OrchestraClient(other.url))
+        events = [e async for e in co.events(task.id)]
+    assert events[-1]["kind"] == "status" and events[-1]["status"] == "completed"
+    assert "progress" in [e["kind"] for e in events]  # forwarded from the running instance
