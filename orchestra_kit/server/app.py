@@ -160,13 +160,14 @@ class Service:
     """The API served on ``settings.server.host:port`` (port 0: an ephemeral port)."""
 
     def __init__(self, settings: Settings, *, store: StoreProtocol | None = None,
-                 scheduler: Any = None,
-                 host: str | None = None, port: int | None = None) -> None:
+                 scheduler: Any = None, host: str | None = None, port: int | None = None,
+                 reuse_port: bool = False) -> None:
         self.settings = settings
         self.host = host or settings.server.host
         self._port = settings.server.port if port is None else port
         self.app = create_app(settings, store=store, scheduler=scheduler)
         self._runner: web.AppRunner | None = None
+        self._reuse_port = reuse_port  # several processes on one port (serve --workers)
         self._closed = False
 
     @property
@@ -194,7 +195,8 @@ class Service:
                                shutdown_timeout=self.settings.server.shutdown_timeout_s)
         self._runner = runner
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self._port, backlog=4096, reuse_address=True)
+        site = web.TCPSite(runner, self.host, self._port, backlog=4096, reuse_address=True,
+                           reuse_port=self._reuse_port or None)
         try:
             await site.start()
         except BaseException:

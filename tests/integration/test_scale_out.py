@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 from server_fixtures import make_settings
@@ -23,6 +28,7 @@ from orchestra_kit.config import Settings
 from orchestra_kit.errors import ApiError
 from orchestra_kit.server import Service
 from orchestra_kit.store.pg import PgStore
+from orchestra_kit.store.pgserver import free_port
 
 
 def pg_settings(tmp_path: Path, url: str, **extra: Any) -> Settings:
@@ -154,3 +160,87 @@ async def test_sse_on_one_follows_a_task_run_by_the_other(tmp_path: Path, pg_url
         events = [e async for e in co.events(task.id)]
     assert events[-1]["kind"] == "status" and events[-1]["status"] == "completed"
     assert "progress" in [e["kind"] for e in events]  # forwarded from the running instance
+
+
+async def test_sigkill_one_instance_mid_run_its_tasks_finish_on_the_other(
+        tmp_path: Path, pg_url: str) -> None:
+    sets = {"database.heartbeat_interval_s": "0.2", "database.instance_timeout_s": "1.5",
+            "agents.sim_latency_ms": "20000", "server.requests_per_minute": "0",
+            "scheduler.progress_files": "false"}
+    argv = [sys.executable, "-m", "orchestra_kit", "serve", "--db", pg_url, "--port", "0",
+            "--project-root", str(tmp_path)]
+    for k, v in sets.items():
+        argv += ["--set", f"{k}={v}"]
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        url = line.split(" on ")[1].split()[0]
+        async with OrchestraClient(url) as ca:
+            await ca.hire_many([{"name": f"k{i}", "role": "dev"} for i in range(6)])
+            ids = [(await ca.assign(f"k{i}", "long")).id for i in range(6)]
+        for _ in range(500):  # all six running on the doomed instance
+            rows = await db_rows(pg_url, "SELECT COUNT(*) FROM tasks WHERE status = 'running'")
+            if rows[0][0] == 6:
+                break
+            await asyncio.sleep(0.02)
+        assert rows[0][0] == 6
+        settings = pg_settings(tmp_path, pg_url, **{"agents.sim_latency_ms": 30})
+        async with Service(settings) as b:
+            proc.kill()  # SIGKILL: no drain, no requeue, no goodbye
+            await proc.wait()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                rows = await db_rows(pg_url, "SELECT id, status, attempts, instance FROM tasks")
+                if all(r[1] == "completed" for r in rows):
+                    break
+                await asyncio.sleep(0.1)
+            mine = b.state.store.instance_id  # type: ignore[union-attr]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert sorted(r[0] for r in rows) == sorted(ids)
+    assert {(r[1], r[2], r[3]) for r in rows} == {("completed", 2, mine)}
+
+
+async def test_serve_workers_share_one_port(tmp_path: Path, pg_url: str) -> None:
+    port = free_port()
+    argv = [sys.executable, "-m", "orchestra_kit", "serve", "--workers", "2", "--db", pg_url,
+            "--port", str(port), "--project-root", str(tmp_path), "--set", "log_level=WARNING"]
+    # No pipes: the workers inherit them, and asyncio waits for pipes to close.
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL,
+                                                stderr=asyncio.subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        seen: set[str] = set()
+        for _ in range(600):  # until both workers listen (start-up is slow on a busy box)
+            try:
+                async with aiohttp.ClientSession(
+                        connector=aiohttp.TCPConnector(force_close=True)) as s:
+                    for _ in range(20):  # fresh connections: the kernel spreads them
+                        async with s.get(f"{url}/performance") as r:
+                            if r.status == 200:
+                                seen.update(re.findall(r'"instance_id": ?"(\w+)"',
+                                                       await r.text()))
+            except aiohttp.ClientError:
+                pass
+            if len(seen) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert len(seen) == 2
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def test_serve_workers_refused_on_sqlite(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "orchestra_kit", "serve", "--workers", "2",
+                          "--db", str(tmp_path / "x.db")], check=False, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2
+    assert "--workers" in out.stderr and "postgresql://" in out.stderr
