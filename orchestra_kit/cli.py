@@ -23,6 +23,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "store": ("orchestra_kit.store.bench", "cli_main"),
     "scheduler": ("orchestra_kit.scheduler.bench", "cli_main"),
     "http": ("orchestra_kit.server.bench", "cli_main"),
+    "scaleout": ("orchestra_kit.lab.scaleout", "cli_main"),
 }
 VERBS = ("hire", "fire", "employees", "assign", "task", "tasks", "stop", "cancel", "status",
          "lock", "release", "leases", "request", "requests", "approve", "deny", "health")
@@ -31,7 +32,8 @@ USAGE = """usage: orchestra COMMAND [ARGS...]
 
 commands:
 {commands}
-  bench store|scheduler|http [--json] [--quick]   measure the store / scheduler / HTTP API
+  bench store|scheduler|http|scaleout [--json] [--quick]
+                                  measure the store / scheduler / HTTP API / instances
   {verbs}
                                   talk to a running server (--url, ORCHESTRA_URL)
 

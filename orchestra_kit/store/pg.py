@@ -122,7 +122,7 @@ class PgStore(PgStoreBase):
     async def hire(self, name: str, role: str, smartness: str = "normal") -> Employee:
         """Hire one employee; ConflictError if the name is taken."""
         emp = new_employee(name, role, smartness, now=self._clock())
-        (result,) = await self._tx(lambda c: ops.insert_employees(c, [emp]), _EMP)
+        (result,) = ops.hire_results([emp], await self._write1(*ops.employee_rows([emp]), _EMP))
         if isinstance(result, OrchestraError):
             raise result
         return result
@@ -144,7 +144,8 @@ class PgStore(PgStoreBase):
             except ValidationError as e:
                 results[i] = e
         if valid:
-            done = await self._tx(lambda c: ops.insert_employees(c, [e for _, e in valid]), _EMP)
+            emps = [e for _, e in valid]
+            done = ops.hire_results(emps, await self._write1(*ops.employee_rows(emps), _EMP))
             for (i, _), r in zip(valid, done, strict=True):
                 results[i] = r
         return [r for r in results if r is not None]

@@ -19,7 +19,7 @@ import time
 import uuid
 import warnings
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,6 +57,11 @@ async def _ensure_schema(conn: Any, url: str) -> str:
                              asyncpg.exceptions.DuplicateSchemaError):
         await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{first}"')
     return first
+
+
+async def _keep_session(_conn: Any) -> None:
+    """No reset round trip when a connection goes back to the pool: the store leaves no
+    session state behind (transaction-scoped locks only; LISTEN is on its own connection)."""
 
 
 class PgStoreBase:
@@ -118,7 +123,8 @@ class PgStoreBase:
         try:
             if self.flags.enable_connection_pooling:
                 self._pool = await asyncpg.create_pool(
-                    self.url, min_size=1, max_size=self.settings.max_connections)
+                    self.url, min_size=1, max_size=self.settings.max_connections,
+                    reset=_keep_session)
             async with self._connection() as conn:
                 self.schema = await _ensure_schema(conn, self.url)
                 self.channel = f"orchestra_{self.schema}"[:63]
@@ -214,15 +220,19 @@ class PgStoreBase:
 
     # ------------------------------------------------------------------ write path
 
-    async def _tx(self, fn: Callable[[Any], Awaitable[T]], tables: tuple[str, ...]) -> T:
-        """``await fn(conn)`` in one transaction; returns after COMMIT (retries deadlocks)."""
+    async def _tx(self, fn: Callable[[Any], Awaitable[T]], tables: tuple[str, ...], *,
+                  transaction: bool = True) -> T:
+        """``await fn(conn)`` in one transaction; returns after COMMIT (retries deadlocks).
+
+        ``transaction=False``: ``fn`` sends a single statement, which is its own
+        transaction (committed when it returns) and carries its own notification."""
         self._check_open()
         self._counters["writes"] += 1
         t0 = time.perf_counter()
         try:
             for attempt in range(_RETRIES):
                 try:
-                    result = await self._tx_once(fn, tables)
+                    result = await self._tx_once(fn, tables, transaction)
                 except _RETRYABLE:
                     if attempt == _RETRIES - 1:
                         raise
@@ -243,12 +253,30 @@ class PgStoreBase:
         finally:
             self._write_latency_s.append(time.perf_counter() - t0)
 
-    async def _tx_once(self, fn: Callable[[Any], Awaitable[T]], tables: tuple[str, ...]) -> T:
+    async def _tx_once(self, fn: Callable[[Any], Awaitable[T]], tables: tuple[str, ...],
+                       transaction: bool) -> T:
+        if not transaction:
+            async with self._connection() as conn:
+                return await fn(conn)
         async with self._connection() as conn, conn.transaction():
             result = await fn(conn)
             if tables and self._cache is not None:
                 await conn.execute("SELECT pg_notify($1, $2)", self.channel, ",".join(tables))
             return result
+
+    async def _write1(self, sql: str, args: Sequence[Any], tables: tuple[str, ...]) -> list[Any]:
+        """One data-modifying statement ``sql`` (with RETURNING) as its own transaction, in
+        ONE round trip: no BEGIN/COMMIT, and the cache notification rides in the statement
+        (``pg_notify`` once per returned row; PostgreSQL folds duplicates in a transaction)."""
+        async def op(conn: Any) -> list[Any]:
+            if tables and self._cache is not None:
+                n = len(args)
+                wrapped = (f"WITH w AS ({sql}) SELECT w.*, pg_notify(${n + 1}, ${n + 2})"
+                           " IS NULL AS _notified FROM w")
+                return list(await conn.fetch(wrapped, *args, self.channel, ",".join(tables)))
+            return list(await conn.fetch(sql, *args))
+
+        return await self._tx(op, tables, transaction=False)
 
     # ------------------------------------------------------------------ read path
 

@@ -19,7 +19,7 @@ from .schema import LEASE_COLS, REQUEST_COLS, row_to_lease, row_to_request
 from .sqlops import FireReport
 
 __all__ = [
-    "approve", "deny", "fire", "insert_employees", "lock", "release", "release_expired",
+    "approve", "deny", "employee_rows", "fire", "hire_results", "lock", "release", "release_expired",
     "request", "require_employee",
 ]
 
@@ -28,11 +28,15 @@ _INSERT_EMP = ("INSERT INTO employees (name, role, smartness, status, hired_at)"
                " $5::float8[]) ON CONFLICT (name) DO NOTHING RETURNING name")
 
 
-async def insert_employees(conn: Any, emps: Sequence[Employee]) -> list[Employee | OrchestraError]:
-    """Insert many in one statement; a name already taken (or repeated) is a ConflictError."""
-    rows = await conn.fetch(_INSERT_EMP, [e.name for e in emps], [e.role for e in emps],
-                            [e.smartness.value for e in emps], [e.status.value for e in emps],
-                            [e.hired_at for e in emps])
+def employee_rows(emps: Sequence[Employee]) -> tuple[str, list[Any]]:
+    """The statement and arguments that insert ``emps`` (one statement for any number)."""
+    return _INSERT_EMP, [[e.name for e in emps], [e.role for e in emps],
+                         [e.smartness.value for e in emps], [e.status.value for e in emps],
+                         [e.hired_at for e in emps]]
+
+
+def hire_results(emps: Sequence[Employee], rows: Sequence[Any]) -> list[Employee | OrchestraError]:
+    """Per-employee results from the names the insert returned (first of a repeat wins)."""
     inserted = {r[0] for r in rows}
     out: list[Employee | OrchestraError] = []
     for emp in emps:
