@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import tempfile
@@ -103,8 +104,12 @@ def _usl(points: list[dict[str, Any]], op: str) -> dict[str, Any]:
 
 async def run_scaleout_bench(*, instances: tuple[int, ...] = (1, 2, 3, 4),
                              duration_s: float = 3.0, concurrency: int = 64,
+                             pg_url: str | None = None,
                              say: Say = lambda _m: None) -> dict[str, Any]:
-    """The figures: one row per (database, instances), and USL fits per operation."""
+    """The figures: one row per (database, instances), and USL fits per operation.
+
+    ``pg_url``: an existing PostgreSQL to use (a fresh schema per point) instead of a
+    throwaway cluster."""
     raise_fd_limit()
     points: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="orchestra-scaleout-") as tmp:
@@ -112,10 +117,12 @@ async def run_scaleout_bench(*, instances: tuple[int, ...] = (1, 2, 3, 4),
         say("sqlite x1 ...")
         row = await _point(str(root / "sqlite.db"), 1, root, duration_s, concurrency)
         points.append({"database": "sqlite", "instances": 1, **row})
-        async with PgServer() as pg:
+        async with contextlib.AsyncExitStack() as stack:
+            if pg_url is None:
+                pg_url = (await stack.enter_async_context(PgServer())).url
             for n in instances:
                 say(f"postgresql x{n} ...")
-                db = f"{pg.url}?search_path=s_{uuid.uuid4().hex[:8]}"
+                db = f"{pg_url}?search_path=s_{uuid.uuid4().hex[:8]}"
                 row = await _point(db, n, root, duration_s, concurrency)
                 points.append({"database": "postgresql", "instances": n, **row})
     return {"points": points, "usl": {op: _usl(points, op) for op in ("hire", "read", "assign")},

@@ -126,7 +126,8 @@ class PgServer:
     def _make_root(self) -> Path:
         if self._base_dir is not None:
             self._base_dir.mkdir(parents=True, exist_ok=True)
-            root = self._base_dir
+            root = self._base_dir.resolve()
+            self._check_reachable(root)
         else:
             root = Path(tempfile.mkdtemp(prefix="orchestra-pg-"))
         (root / "sock").mkdir(exist_ok=True)
@@ -134,6 +135,17 @@ class PgServer:
             for p in (root, root / "sock"):
                 os.chown(p, self._user.pw_uid, self._user.pw_gid)
         return root
+
+    def _check_reachable(self, root: Path) -> None:
+        """The cluster's user must be able to walk down to ``root`` (as root, it is not root)."""
+        if self._user is None:
+            return
+        for parent in root.parents:
+            st = parent.stat()
+            if st.st_uid != self._user.pw_uid and not st.st_mode & 0o001:
+                raise StoreError(f"{root} is not reachable by user {self._user.pw_name!r}"
+                                 f" (who runs PostgreSQL): {parent} is not traversable; choose"
+                                 f" a folder whose parents are (e.g. under /var/tmp)")
 
     def start(self) -> None:
         """initdb (unless the folder holds a cluster), then start on a free port."""
