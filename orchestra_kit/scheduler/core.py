@@ -171,8 +171,13 @@ class Scheduler(TaskExecution):
         return await self.wait(task.id)
 
     def _remote_status(self, task: Task) -> None:
-        """Another instance changed a task: queue it here too, or stop considering it."""
-        if task.id in self._runs:
+        """Another instance changed a task: queue it here too, or stop considering it (or,
+        when it ended elsewhere while running here, e.g. its employee was fired, stop it)."""
+        run = self._runs.get(task.id)
+        if run is not None:
+            if task.terminal and run.agent is not None and run.cancel_reason is None:
+                run.cancel_reason = task.error or f"{task.status} elsewhere"
+                run.agent.cancel()
             return
         if task.status == TaskStatus.QUEUED and self._state == "running":
             self._live[task.id] = task
@@ -317,6 +322,9 @@ class Scheduler(TaskExecution):
                 run.cancel_reason = "employee fired"
                 if run.agent is not None:
                     run.agent.cancel()
+            elif self._shared is not None:  # it may run on another instance: tell them
+                self._hub.publish(TaskEvent(tid, "status", str(TaskStatus.CANCELLED), 0,
+                                            {"error": "employee fired"}))
 
     # ------------------------------------------------------------------ dispatching
 

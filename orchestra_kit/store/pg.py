@@ -7,15 +7,15 @@ Same public methods, validation, errors and invariants as the SQLite
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, Self
+from typing import Any
 
-import asyncpg
-
-from ..errors import NotFoundError, OrchestraError, StoreError, ValidationError
+from ..errors import (
+    NotFoundError,
+    OrchestraError,
+    ValidationError,
+)
 from ..models import (
     Employee,
     FileLease,
@@ -33,7 +33,7 @@ from . import pg_ops as ops
 from . import pg_tasks
 from .base import TABLES
 from .checks import check_id, check_text, new_employee, new_task, task_status
-from .pg_base import PgStoreBase
+from .pg_instance import PgInstance
 from .schema import (
     EMPLOYEE_COLS,
     LEASE_COLS,
@@ -54,68 +54,8 @@ _EMP, _TASKS, _LR, _REQ = ("employees",), ("tasks",), ("file_leases", "file_requ
     ("file_requests",)
 
 
-class PgStore(PgStoreBase):
+class PgStore(PgInstance):
     """``async with PgStore(url, settings.database, settings.flags, project_root=p) as s``."""
-
-    _heartbeat: asyncio.Task[None] | None = None
-    _beat_conn: Any = None
-    #: The longest time between two heartbeats seen (an event loop stalled this long).
-    max_heartbeat_gap_s = 0.0
-    #: Several instances may share this store (the scheduler then claims tasks here).
-    shared = True
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def start(self) -> None:
-        """Connect, migrate, register this instance and start its heartbeat."""
-        await super().start()
-        try:
-            await self._beat()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-            await super().aclose()
-            raise StoreError(f"Cannot register instance {self.instance_id}: {e}") from e
-        self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="pg-heartbeat")
-
-    async def aclose(self) -> None:
-        """Stop the heartbeat, deregister, close connections (idempotent)."""
-        hb, self._heartbeat = self._heartbeat, None
-        if hb is not None:
-            hb.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await hb
-        conn, self._beat_conn = self._beat_conn, None
-        if conn is not None:
-            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                await conn.execute("DELETE FROM instances WHERE id = $1", self.instance_id)
-            await conn.close()
-        await super().aclose()
-
-    def stats(self) -> dict[str, Any]:
-        """The base counters plus the longest heartbeat gap (event-loop stalls show there)."""
-        return {**super().stats(), "max_heartbeat_gap_s": round(self.max_heartbeat_gap_s, 3)}
-
-    async def _beat(self) -> None:
-        # Its own connection: a busy pool must never delay a heartbeat past the timeout
-        # (the others would take this instance for dead and requeue its tasks).
-        if self._beat_conn is None or self._beat_conn.is_closed():
-            self._beat_conn = await asyncpg.connect(self.url)
-        await self._beat_conn.execute(
-            "INSERT INTO instances (id, started_at, heartbeat_at) VALUES ($1, $2, $2)"
-            " ON CONFLICT (id) DO UPDATE SET heartbeat_at = $2", self.instance_id, self._clock())
-
-    async def _heartbeat_loop(self) -> None:
-        last = self._clock()
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_interval_s)
-            try:
-                await self._beat()
-                now = self._clock()
-                self.max_heartbeat_gap_s = max(self.max_heartbeat_gap_s, now - last)
-                last = now
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-                log.warning("heartbeat failed (retrying): %s", e)
 
     # ------------------------------------------------------------------ employees
 
@@ -383,14 +323,6 @@ class PgStore(PgStoreBase):
                 raise NotFoundError(f"Task {task_id} does not exist", details={"task_id": task_id})
 
         await self._tx(op, _TASKS)
-
-    async def claim_task(self, task_id: int, *, max_running: int) -> Task:
-        """Claim a queued task for this instance with its leases (see ``pg_tasks.claim``)."""
-        check_id(task_id, "task_id")
-        now = self._clock()
-        return await self._tx(lambda c: pg_tasks.claim(
-            c, self.schema, task_id, max_running, now, self.instance_id,
-            self.settings.lease_ttl_s), (*_TASKS, *_LR))
 
     async def recover(self, *, max_attempts: int) -> RecoveryReport:
         """Requeue (or fail) tasks left running by this instance or by dead instances."""

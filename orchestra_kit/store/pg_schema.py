@@ -15,11 +15,53 @@ from typing import Any
 from ..errors import StoreError
 from ..models import RequestStatus, TaskMode, TaskStatus
 
-__all__ = ["PG_MIGRATIONS", "apply_pg_migrations", "lock_key"]
+__all__ = [
+    "CLAIM_BUSY", "CLAIM_CAPACITY", "CLAIM_CONFLICT", "CLAIM_HAS_FILES", "PG_MIGRATIONS",
+    "apply_pg_migrations", "lock_key",
+]
 
 _TASK_STATUSES = ", ".join(f"'{s.value}'" for s in TaskStatus)
 _MODES = ", ".join(f"'{m.value}'" for m in TaskMode)
 _REQ_STATUSES = ", ".join(f"'{s.value}'" for s in RequestStatus)
+
+#: SQLSTATEs raised by orchestra_claim (class OR: user-defined).
+CLAIM_CONFLICT, CLAIM_CAPACITY, CLAIM_BUSY, CLAIM_HAS_FILES = "OR001", "OR002", "OR003", "OR004"
+
+# The claim of pg_tasks.claim for a task without files, server-side: the row FOR UPDATE
+# SKIP LOCKED, a free employee, then the global slot under the advisory lock, the update
+# and the cache notification, as one statement (its own transaction).
+_CLAIM_FUNCTION = f"""
+CREATE FUNCTION orchestra_claim(p_task BIGINT, p_max BIGINT, p_now FLOAT8, p_instance TEXT,
+                                p_lock BIGINT, p_channel TEXT) RETURNS SETOF tasks
+LANGUAGE plpgsql AS $$
+DECLARE
+    r tasks%ROWTYPE;
+    running BIGINT;
+BEGIN
+    SELECT * INTO r FROM tasks WHERE id = p_task FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND OR r.status <> 'queued' THEN
+        RAISE EXCEPTION 'task % is claimed or ended elsewhere', p_task
+            USING ERRCODE = '{CLAIM_CONFLICT}';
+    END IF;
+    IF r.files <> '[]' THEN
+        RAISE EXCEPTION 'task % has files', p_task USING ERRCODE = '{CLAIM_HAS_FILES}';
+    END IF;
+    IF EXISTS (SELECT 1 FROM tasks WHERE employee = r.employee AND status = 'running') THEN
+        RAISE EXCEPTION '% runs another task', r.employee USING ERRCODE = '{CLAIM_BUSY}';
+    END IF;
+    PERFORM pg_advisory_xact_lock(p_lock);
+    SELECT COUNT(*) INTO running FROM tasks WHERE status = 'running';
+    IF running >= p_max THEN
+        RAISE EXCEPTION '% tasks already run', running USING ERRCODE = '{CLAIM_CAPACITY}';
+    END IF;
+    UPDATE tasks SET status = 'running', started_at = p_now, instance = p_instance,
+        attempts = attempts + 1 WHERE id = p_task RETURNING * INTO r;
+    IF p_channel IS NOT NULL THEN
+        PERFORM pg_notify(p_channel, 'tasks');
+    END IF;
+    RETURN NEXT r;
+END
+$$"""
 
 # Each step: (description, statements). Never edit a released step; append a new one.
 PG_MIGRATIONS: list[tuple[str, Sequence[str]]] = [
@@ -88,6 +130,10 @@ PG_MIGRATIONS: list[tuple[str, Sequence[str]]] = [
                 started_at DOUBLE PRECISION NOT NULL,
                 heartbeat_at DOUBLE PRECISION NOT NULL)""",
         ),
+    ),
+    (
+        "orchestra_claim(): a claim of a task without files in one round trip",
+        (_CLAIM_FUNCTION,),
     ),
 ]
 

@@ -244,3 +244,28 @@ def test_serve_workers_refused_on_sqlite(tmp_path: Path) -> None:
                          timeout=60)
     assert out.returncode == 2
     assert "--workers" in out.stderr and "postgresql://" in out.stderr
+
+
+async def test_fire_on_one_stops_the_run_on_the_other(tmp_path: Path, pg_url: str) -> None:
+    settings = pg_settings(tmp_path, pg_url, **{"agents.sim_latency_ms": 8000})
+    async with Service(settings) as a, Service(settings) as b, OrchestraClient(a.url) as ca:
+        by_id = {s.state.store.instance_id: s for s in (a, b)}  # type: ignore[union-attr]
+        await ca.hire("doomed", "dev")
+        task = await ca.assign("doomed", "long work")
+        rows: list[Any] = []
+        for _ in range(300):
+            rows = await db_rows(pg_url, "SELECT instance FROM tasks WHERE id = $1", task.id)
+            if rows[0][0] is not None:
+                break
+            await asyncio.sleep(0.01)
+        runner = by_id[rows[0][0]]
+        other = a if runner is b else b
+        async with OrchestraClient(other.url) as co:
+            await co.fire("doomed")
+        t0 = time.monotonic()
+        while runner.state.scheduler.stats()["running"] and time.monotonic() - t0 < 5:  # type: ignore[union-attr]
+            await asyncio.sleep(0.02)
+        assert runner.state.scheduler.stats()["running"] == 0  # type: ignore[union-attr]
+        assert time.monotonic() - t0 < 5  # stopped, not run to its 8 s end
+    (row,) = await db_rows(pg_url, "SELECT status, error FROM tasks WHERE id = $1", task.id)
+    assert (row[0], row[1]) == ("cancelled", "employee fired")
