@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from orchestra_kit.config import DatabaseSettings, OptimizationFlags
-from orchestra_kit.errors import ConflictError, NotFoundError, ValidationError
+from orchestra_kit.errors import CapacityError, ConflictError, NotFoundError, ValidationError
 from orchestra_kit.models import RequestStatus, TaskStatus
 from orchestra_kit.store import Store
 from orchestra_kit.store.pg import PgStore
@@ -195,3 +195,21 @@ async def test_lock_unknown_employee_is_not_found(store: StoreProtocol) -> None:
     with pytest.raises(NotFoundError, match="ghost"):
         await store.lock_files("ghost", ["a.py"])
     assert await store.list_leases() == []
+
+
+async def test_one_running_task_per_employee_and_the_running_limit(store: StoreProtocol) -> None:
+    await store.hire_many([{"name": n, "role": "dev"} for n in ("ann", "ben", "cy")])
+    a1, a2 = (await store.create_task("ann", "one")), (await store.create_task("ann", "two"))
+    b1 = await store.create_task("ben", "three")
+    c1 = await store.create_task("cy", "four")
+    await store.transition(a1.id, TaskStatus.RUNNING, count_attempt=True)
+    with pytest.raises(ConflictError, match="already runs a task"):  # the database refuses
+        await store.transition(a2.id, TaskStatus.RUNNING)
+    assert (await store.get_task(a2.id)).status == TaskStatus.QUEUED
+    await store.transition(b1.id, TaskStatus.RUNNING, max_running=2)
+    with pytest.raises(CapacityError, match="2 tasks already run"):
+        await store.transition(c1.id, TaskStatus.RUNNING, max_running=2)
+    assert (await store.get_task(c1.id)).status == TaskStatus.QUEUED
+    await store.transition(a1.id, TaskStatus.COMPLETED)
+    assert (await store.transition(c1.id, TaskStatus.RUNNING, max_running=2)).status \
+        == TaskStatus.RUNNING
