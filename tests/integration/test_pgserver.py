@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -12,12 +13,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from orchestra_kit.config import Settings
+from orchestra_kit.config import DatabaseSettings, OptimizationFlags, Settings
 from orchestra_kit.errors import ConfigError, StoreError
 from orchestra_kit.lab.scaleout import run_scaleout_bench
 from orchestra_kit.scheduler.events import TaskEvent
 from orchestra_kit.scheduler.shared import decode_event, encode_event
 from orchestra_kit.server.cli import build_parser, settings_from_args
+from orchestra_kit.store.pg import PgStore
+from orchestra_kit.store.pg_schema import PG_MIGRATIONS
 from orchestra_kit.store.pgserver import PgServer, find_pg_bindir, pg_system_user
 
 
@@ -114,3 +117,22 @@ async def test_scaleout_bench_smoke(pg_server: PgServer) -> None:
         for op in ("hire", "read", "assign"):
             assert p[op]["ok"] > 0 and p[op]["rps"] > 0
     assert result["usl"]["hire"]["fitted"] is False  # one instance count cannot be fitted
+
+
+async def test_instances_starting_at_once_migrate_once(pg_url: str, tmp_path: Path) -> None:
+    settings = DatabaseSettings(url=pg_url, max_connections=2)
+    stores = [PgStore(pg_url, settings, OptimizationFlags(), project_root=tmp_path)
+              for _ in range(4)]
+    await asyncio.gather(*(s.start() for s in stores))
+    try:
+        conn = await asyncpg.connect(pg_url)
+        try:
+            versions = [r[0] for r in await conn.fetch(
+                "SELECT version FROM orchestra_schema ORDER BY version")]
+            alive = await conn.fetchval("SELECT COUNT(*) FROM instances")
+        finally:
+            await conn.close()
+        assert versions == list(range(1, len(PG_MIGRATIONS) + 1))
+        assert alive == 4
+    finally:
+        await asyncio.gather(*(s.aclose() for s in stores))
