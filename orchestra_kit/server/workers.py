@@ -46,8 +46,10 @@ def run_workers(argv: list[str], workers: int, host: str, port: int) -> int:
     cmd = [sys.executable, "-m", "orchestra_kit", "serve", *argv, "--port", str(port),
            "--reuse-port"]
     procs = [subprocess.Popen(cmd) for _ in range(workers)]
-    print(f"orchestra: {workers} workers on http://{host}:{port}"
-          f" (pids {' '.join(str(p.pid) for p in procs)})", flush=True)
+    # The same first words as a single `orchestra serve`, so tools that wait for the URL
+    # (the lab's process target) work with workers too.
+    print(f"orchestra serving on http://{host}:{port} ({workers} workers,"
+          f" pids {' '.join(str(p.pid) for p in procs)})", flush=True)
 
     def forward(signum: int, _frame: object) -> None:
         for p in procs:
