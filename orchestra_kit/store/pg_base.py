@@ -59,9 +59,12 @@ async def _ensure_schema(conn: Any, url: str) -> str:
     return first
 
 
-async def _keep_session(_conn: Any) -> None:
+async def _keep_session(conn: Any) -> None:
     """No reset round trip when a connection goes back to the pool: the store leaves no
-    session state behind (transaction-scoped locks only; LISTEN is on its own connection)."""
+    session state behind (transaction-scoped locks only; LISTEN is on its own connection).
+    Only a transaction left open (a caller cancelled mid-query) is rolled back."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 class PgStoreBase:
