@@ -19,7 +19,7 @@ from typing import Any
 from ..config import Settings
 from ..errors import ConfigError, OrchestraError
 from .app import Service
-from .workers import check_workers, run_workers, shared_port
+from .workers import check_workers, die_with_supervisor, run_workers, shared_port
 
 __all__ = ["build_parser", "serve_main", "settings_from_args"]
 
@@ -122,6 +122,8 @@ def serve_main(argv: list[str]) -> int:
     if args.workers > 1:
         port = shared_port(settings.server.host, settings.server.port)
         return run_workers(_without_workers(argv), args.workers, settings.server.host, port)
+    if args.reuse_port and not die_with_supervisor():
+        return 0  # a worker whose supervisor is already gone
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -9,6 +9,8 @@ SQLite (one process's database) N > 1 is refused.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import socket
 import subprocess
@@ -18,7 +20,7 @@ import time
 from ..config import Settings
 from ..errors import ConfigError
 
-__all__ = ["check_workers", "run_workers", "shared_port"]
+__all__ = ["check_workers", "die_with_supervisor", "run_workers", "shared_port"]
 
 
 def check_workers(workers: int, settings: Settings) -> None:
@@ -40,12 +42,30 @@ def shared_port(host: str, port: int) -> int:
         return int(s.getsockname()[1])
 
 
+SUPERVISOR_ENV = "_ORCHESTRA_SUPERVISOR_PID"  # not ORCHESTRA_*: those are settings
+
+
+def die_with_supervisor() -> bool:
+    """In a worker: SIGTERM (a drain) when the supervisor dies, even by SIGKILL (Linux
+    ``PR_SET_PDEATHSIG``). False when the supervisor is already gone: exit at once."""
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if not supervisor:
+        return True
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    return os.getppid() == int(supervisor)  # checked after arming: no gap
+
+
 def run_workers(argv: list[str], workers: int, host: str, port: int) -> int:
     """Start ``workers`` copies of ``orchestra serve ARGV --port PORT --reuse-port``;
     0 when every worker exited cleanly, else 1."""
     cmd = [sys.executable, "-m", "orchestra_kit", "serve", *argv, "--port", str(port),
            "--reuse-port"]
-    procs = [subprocess.Popen(cmd) for _ in range(workers)]
+    env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
+    procs = [subprocess.Popen(cmd, env=env) for _ in range(workers)]
     # The same first words as a single `orchestra serve`, so tools that wait for the URL
     # (the lab's process target) work with workers too.
     print(f"orchestra serving on http://{host}:{port} ({workers} workers,"

@@ -232,10 +232,31 @@ async def test_serve_workers_share_one_port(tmp_path: Path, pg_url: str) -> None
         assert len(seen) == 2
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
+        proc2 = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL,
+                                                     stderr=asyncio.subprocess.DEVNULL)
+        for _ in range(600):  # a supervisor killed outright takes its workers with it
+            if await _answers(url):
+                break
+            await asyncio.sleep(0.1)
+        proc2.kill()
+        await proc2.wait()
+        for _ in range(300):
+            if not await _answers(url):
+                break
+            await asyncio.sleep(0.1)
+        assert not await _answers(url)
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def _answers(url: str) -> bool:
+    try:
+        async with aiohttp.ClientSession() as s, s.get(f"{url}/health") as r:
+            return r.status == 200
+    except aiohttp.ClientError:
+        return False
 
 
 def test_serve_workers_refused_on_sqlite(tmp_path: Path) -> None:
