@@ -21,18 +21,24 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from ..childproc import terminate
 from ..server.bench import closed_loop, raise_fd_limit
 from ..store.pgserver import PgServer, free_port
+from .plot_common import new_figure
 from .usl import fit_usl
 
-__all__ = ["cli_main", "run_scaleout_bench"]
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+__all__ = ["cli_main", "plot_scaleout", "run_scaleout_bench", "scaleout_frame"]
 
 Say = Callable[[str], None]
+_OPS = ("hire", "read", "assign")
 
 
 def _body(obj: Any) -> bytes:
@@ -127,6 +133,35 @@ async def run_scaleout_bench(*, instances: tuple[int, ...] = (1, 2, 3, 4),
                 points.append({"database": "postgresql", "instances": n, **row})
     return {"points": points, "usl": {op: _usl(points, op) for op in ("hire", "read", "assign")},
             "duration_s": duration_s, "concurrency": concurrency}
+
+
+def scaleout_frame(result: dict[str, Any]) -> pd.DataFrame:
+    """One row per (database, instances, op): rps, p50_ms, p99_ms, ok, requests."""
+    import pandas as pd
+
+    rows = [{"database": p["database"], "instances": p["instances"], "op": op,
+             **{k: p[op][k] for k in ("rps", "p50_ms", "p99_ms", "ok", "requests")}}
+            for p in result["points"] for op in _OPS]
+    return pd.DataFrame(rows)
+
+
+def plot_scaleout(frame: pd.DataFrame) -> Figure:
+    """Throughput vs PostgreSQL instances per operation; SQLite's one instance dashed."""
+    fig, ax = new_figure()
+    for i, op in enumerate(_OPS):
+        rows = frame[frame["op"] == op]
+        pg = rows[rows["database"] == "postgresql"].sort_values("instances")
+        ax.plot(pg["instances"], pg["rps"], marker="o", color=f"C{i}",
+                label=f"{op} (PostgreSQL)")
+        lite = rows[rows["database"] == "sqlite"]["rps"]
+        if len(lite):
+            ax.axhline(float(lite.iloc[0]), color=f"C{i}", linestyle="--",
+                       label=f"{op} (one SQLite)")
+    ax.set_xlabel("service instances")
+    ax.set_ylabel("throughput (req/s)")
+    ax.set_title("Throughput vs instances")
+    ax.legend(fontsize="small")
+    return fig
 
 
 def _table(result: dict[str, Any]) -> str:
