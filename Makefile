@@ -71,6 +71,8 @@ notebooks-full: $(STAMP)
 		-p WORKLOAD mix -p LEVELS "4, 16, 64" -p DURATION_S 3.0
 	$(PAPERMILL) notebooks/04-seed-table.ipynb $(NB_OUT)/04-seed-table.ipynb -p SIZE full
 	$(PAPERMILL) notebooks/05-regression.ipynb $(NB_OUT)/05-regression.ipynb
+	$(PAPERMILL) notebooks/07-scale-out.ipynb $(NB_OUT)/07-scale-out.ipynb \
+		-y '{"INSTANCES": [1, 2, 3, 4], "DURATION_S": 3.0, "CONCURRENCY": 64}'
 
 # Refresh the committed regression baseline deliberately (see notebooks/05-regression.ipynb).
 .PHONY: baseline
