@@ -26,6 +26,7 @@ from .errors import ConfigError
 
 __all__ = [
     "AgentSettings",
+    "ChatSettings",
     "DatabaseSettings",
     "OptimizationFlags",
     "SchedulerSettings",
@@ -176,7 +177,45 @@ class ServerSettings:
             _check(len(k) >= 8, f"server.api_keys[{i}]", "***", "must be at least 8 characters")
 
 
-_SECTIONS = ("database", "scheduler", "agents", "server", "flags")
+@dataclass(frozen=True, kw_only=True)
+class ChatSettings:
+    """The chat layer (Slack): secrets are masked in ``repr``, ``to_dict`` and errors.
+
+    ``max_messages_per_hour`` and ``min_interval_s`` limit each sender (0 turns a limit
+    off); whether chat may start without a signing secret is checked by
+    :meth:`check_startable` when the service starts, so layered sources can set the
+    switch and the secret separately.
+    """
+
+    enabled: bool = False
+    slack_signing_secret: str = field(default="", repr=False)
+    slack_bot_token: str = field(default="", repr=False)
+    slack_app_token: str = field(default="", repr=False)
+    slack_api_url: str = "https://slack.com/api/"
+    max_messages_per_hour: int = 20
+    min_interval_s: float = 2.0
+    progress_interval_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        _non_negative(self, "chat", "max_messages_per_hour", "min_interval_s",
+                      "progress_interval_s")
+        _check(self.slack_api_url.startswith(("http://", "https://")), "chat.slack_api_url",
+               self.slack_api_url, "must start with http:// or https://")
+        if self.slack_app_token:
+            _check(self.slack_app_token.startswith("xapp-"), "chat.slack_app_token", "***",
+                   "must be a Slack app-level token (xapp-...)")
+
+    def check_startable(self) -> None:
+        """ConfigError when chat is enabled without what it needs to run safely."""
+        if not self.enabled:
+            return
+        _check(bool(self.slack_signing_secret), "chat.slack_signing_secret", "",
+               "must be set when chat.enabled is true (every Slack request is verified)")
+        _check(bool(self.slack_bot_token), "chat.slack_bot_token", "",
+               "must be set when chat.enabled is true (replies are posted with it)")
+
+
+_SECTIONS = ("database", "scheduler", "agents", "server", "flags", "chat")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -188,6 +227,7 @@ class Settings:
     agents: AgentSettings = field(default_factory=AgentSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     flags: OptimizationFlags = field(default_factory=OptimizationFlags)
+    chat: ChatSettings = field(default_factory=ChatSettings)
     project_root: str = "."
     workspace_dir: str = "sessions"
     log_level: str = "INFO"
@@ -273,6 +313,9 @@ class Settings:
         d["server"]["api_keys"] = ["***"] * len(self.server.api_keys)
         if d["agents"]["api_key"]:
             d["agents"]["api_key"] = "***"
+        for secret in ("slack_signing_secret", "slack_bot_token", "slack_app_token"):
+            if d["chat"][secret]:
+                d["chat"][secret] = "***"
         return d
 
     def flat(self) -> dict[str, Any]:
@@ -294,6 +337,7 @@ _SECTION_CLASSES: dict[str, type] = {
     "agents": AgentSettings,
     "server": ServerSettings,
     "flags": OptimizationFlags,
+    "chat": ChatSettings,
 }
 
 # The seed's names (JSON sections and environment variables) -> our keys.
@@ -318,6 +362,7 @@ ALIASES: dict[str, str] = {
     "http_requests_per_minute": "server.requests_per_minute",
     "agent_backend": "agents.backend",
     "api_keys": "server.api_keys",
+    "chat_enabled": "chat.enabled",
 }
 
 
