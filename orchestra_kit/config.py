@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .config_chat import ChatSettings
 from .errors import ConfigError
 
 __all__ = [
@@ -175,44 +176,6 @@ class ServerSettings:
         _positive(self, "server", "rate_limit_burst", "max_body_bytes")
         for i, k in enumerate(self.api_keys):
             _check(len(k) >= 8, f"server.api_keys[{i}]", "***", "must be at least 8 characters")
-
-
-@dataclass(frozen=True, kw_only=True)
-class ChatSettings:
-    """The chat layer (Slack): secrets are masked in ``repr``, ``to_dict`` and errors.
-
-    ``max_messages_per_hour`` and ``min_interval_s`` limit each sender (0 turns a limit
-    off); whether chat may start without a signing secret is checked by
-    :meth:`check_startable` when the service starts, so layered sources can set the
-    switch and the secret separately.
-    """
-
-    enabled: bool = False
-    slack_signing_secret: str = field(default="", repr=False)
-    slack_bot_token: str = field(default="", repr=False)
-    slack_app_token: str = field(default="", repr=False)
-    slack_api_url: str = "https://slack.com/api/"
-    max_messages_per_hour: int = 20
-    min_interval_s: float = 2.0
-    progress_interval_s: float = 5.0
-
-    def __post_init__(self) -> None:
-        _non_negative(self, "chat", "max_messages_per_hour", "min_interval_s",
-                      "progress_interval_s")
-        _check(self.slack_api_url.startswith(("http://", "https://")), "chat.slack_api_url",
-               self.slack_api_url, "must start with http:// or https://")
-        if self.slack_app_token:
-            _check(self.slack_app_token.startswith("xapp-"), "chat.slack_app_token", "***",
-                   "must be a Slack app-level token (xapp-...)")
-
-    def check_startable(self) -> None:
-        """ConfigError when chat is enabled without what it needs to run safely."""
-        if not self.enabled:
-            return
-        _check(bool(self.slack_signing_secret), "chat.slack_signing_secret", "",
-               "must be set when chat.enabled is true (every Slack request is verified)")
-        _check(bool(self.slack_bot_token), "chat.slack_bot_token", "",
-               "must be set when chat.enabled is true (replies are posted with it)")
 
 
 _SECTIONS = ("database", "scheduler", "agents", "server", "flags", "chat")
@@ -448,6 +411,11 @@ def coerce(key: str, value: Any, hint: Any, *, strict: bool = False) -> Any:
     raise ConfigError(key, value, f"unsupported type {hint!r}")  # pragma: no cover
 
 
+# Sections whose keys are documented as ORCHESTRA_SECTION__FIELD even where the bare
+# field name would do (ORCHESTRA_CHAT__ENABLED says more than ORCHESTRA_ENABLED).
+_PREFIXED_IN_DOCS = frozenset({"chat"})
+
+
 def reference_markdown() -> str:
     """The configuration reference table (docs/configuration.md is generated from it)."""
     env_names = {v: k for k, v in ALIASES.items() if "." not in k}
@@ -456,7 +424,8 @@ def reference_markdown() -> str:
     seed_json = {v: k for k, v in ALIASES.items() if "." in k and not k.startswith(v)}
     for key in all_keys():
         section, _, name = key.rpartition(".")
-        bare = name if _UNIQUE.get(name) == section or not section else key.replace(".", "__")
+        unique = _UNIQUE.get(name) == section and section not in _PREFIXED_IN_DOCS
+        bare = name if unique or not section else key.replace(".", "__")
         env = f"`ORCHESTRA_{bare.upper()}`"
         if key in env_names:
             env += f", `ORCHESTRA_{env_names[key].upper()}`"

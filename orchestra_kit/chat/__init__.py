@@ -1,8 +1,8 @@
 """The chat layer: talk to the team from Slack (see docs/chat.md).
 
 Transport-independent core (:mod:`.message`, :mod:`.limits`, :mod:`.service`,
-:mod:`.commands`), the Slack adapter on slack_bolt (:mod:`.slack`), and a fake Slack
-for tests and the lab (:mod:`.fakeslack`, :mod:`.slackproto`).
+:mod:`.commands`) and the Slack adapter on slack_bolt (:mod:`.slack`). The fake Slack
+for tests and the lab is :mod:`orchestra_kit.fakeslack`.
 """
 
 from __future__ import annotations

@@ -145,4 +145,5 @@ async def run_command(ctx: CommandContext, command: str, text: str) -> CommandRe
     try:
         return CommandReply(await fn(ctx, text.split()))
     except OrchestraError as exc:
-        return CommandReply(f"{command} failed: {escape(exc.message)}", public=False)
+        message = exc.message.replace(str(ctx.project_root), "<project root>")
+        return CommandReply(f"{command} failed: {escape(message)}", public=False)

@@ -35,8 +35,9 @@ _BOT_SUFFIX = "-bot"
 # missed), or is a file name with a short extension.
 _SLASHED = re.compile(r"[\w./~-]*/[\w./~-]*")
 _FILENAME = re.compile(r"[\w-]+(?:\.[\w-]+)*\.[A-Za-z][A-Za-z0-9]{0,9}")
-_STATUS_WORDS = ("status", "progress", "what are you working on", "how is it going",
-                 "how's it going", "are you busy", "what are you doing")
+_STATUS_STARTS = ("status", "progress", "what are you working on", "how is it going",
+                  "how's it going", "are you busy", "what are you doing", "what's the status",
+                  "whats the status", "any progress", "how far")
 _HELP_WORDS = ("help", "what can you do", "usage", "commands")
 
 
@@ -102,11 +103,12 @@ def strip_mentions(text: str) -> str:
 
 
 def classify(text: str) -> Intent:
-    """Help for an empty or help-like message, status for a status question, else a task."""
+    """Help for an empty or help-like message, status for a message opening with a status
+    question ("status", "how is it going" ...), else a task."""
     t = " ".join(text.lower().split()).strip(" ?!.")
     if not t or t in _HELP_WORDS:
         return Intent.HELP
-    if any(w in t for w in _STATUS_WORDS) and len(t) <= 80:
+    if t.startswith(_STATUS_STARTS):
         return Intent.STATUS
     return Intent.TASK
 

@@ -139,7 +139,9 @@ class ChatService:
                 return Outcome("status", reply=await self._status(mentions))
             return await self._assign(text, mentions)
         except OrchestraError as exc:  # bad paths, over-long text, service draining ...
-            return Outcome("rejected", reply=f"I could not take this on: {escape(exc.message)}")
+            # the server's own paths are not the channel's business
+            message = exc.message.replace(str(self.project_root), "<project root>")
+            return Outcome("rejected", reply=f"I could not take this on: {escape(message)}")
 
     async def _assign(self, text: str, mentions: list[str]) -> Outcome:
         description = validate_description(text, "message text")

@@ -104,11 +104,11 @@ async def performance(request: web.Request) -> web.Response:
                                              state.settings.scheduler.max_concurrent_tasks),
         "rate_limiter": _limiter_stats(state),
         "scheduler": sched,
-        "chat": state.chat.stats() if state.chat is not None else {"enabled": False},
     }
     doc = state.metrics.performance_document(
         database=_database_metrics(await _counts(state), await _store_stats(state), flags),
         optimization=flags, session=session, active_tasks=sched.get("running", 0))
+    doc["chat"] = state.chat.stats() if state.chat is not None else {"enabled": False}
     return json_response(doc)
 
 

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from orchestra_kit.chat.fakeslack import FakeSlack
-from orchestra_kit.server.app import Service
+from server_fixtures import make_settings
 
-from .server_fixtures import make_settings
+from orchestra_kit.fakeslack import FakeSlack
+from orchestra_kit.server.app import Service
 
 SECRET = "test-signing-secret-0123456789"
 BOT_TOKEN = "xoxb-test-bot-token"

@@ -22,7 +22,7 @@ from typing import Any, Self
 import aiohttp
 from aiohttp import web
 
-from .slackproto import dumps, signed_headers
+from .proto import dumps, signed_headers
 
 __all__ = ["FakeSlack", "SentEvent", "SlackCall"]
 
