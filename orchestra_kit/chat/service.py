@@ -120,7 +120,6 @@ class ChatService:
             return Outcome("duplicate")
         outcome = await self._decide(msg, mentions)
         self.counters.by_kind[outcome.kind] = self.counters.by_kind.get(outcome.kind, 0) + 1
-        await self.store.finish_chat_event(msg.dedup_id, outcome.kind, outcome.task_ids)
         self._spawn(self._talk_back(msg, outcome))
         return outcome
 
@@ -209,6 +208,8 @@ class ChatService:
         t.add_done_callback(self._tasks.discard)
 
     async def _talk_back(self, msg: IncomingMessage, outcome: Outcome) -> None:
+        # The claim and the tasks are committed before the ack; the outcome is a note.
+        await self.store.finish_chat_event(msg.dedup_id, outcome.kind, outcome.task_ids)
         if outcome.reply and not await self.post(msg.channel, outcome.reply, msg.reply_thread):
             return
         if outcome.task_ids:

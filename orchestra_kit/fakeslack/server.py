@@ -66,6 +66,8 @@ class FakeSlack:
         self.calls: list[SlackCall] = []
         self.socket_acks: dict[str, dict[str, Any]] = {}
         self._changed: asyncio.Condition | None = None
+        self._threads: dict[str, list[SlackCall]] = {}
+        self._thread_waiters: dict[str, list[_ThreadWaiter]] = {}
         self._sockets: list[web.WebSocketResponse] = []
         self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._runner: web.AppRunner | None = None
@@ -139,8 +141,40 @@ class FakeSlack:
             await self._changed.wait_for(lambda: pred(self.calls))
         return list(self.calls)
 
+    def thread(self, thread_ts: str) -> list[SlackCall]:
+        """The posts in one thread so far, in arrival order."""
+        return list(self._threads.get(thread_ts, ()))
+
+    async def wait_thread(self, thread_ts: str, pred: Callable[[list[SlackCall]], bool],
+                          timeout_s: float = 10.0) -> list[SlackCall]:
+        """Wait until ``pred(posts in the thread)`` holds (cheap: woken per thread only)."""
+        posts = self._threads.setdefault(thread_ts, [])
+        if not pred(posts):
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            waiter = (pred, fut)
+            self._thread_waiters.setdefault(thread_ts, []).append(waiter)
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await fut
+            finally:
+                waiters = self._thread_waiters.get(thread_ts, [])
+                if waiter in waiters:
+                    waiters.remove(waiter)
+        return list(posts)
+
+    def _to_thread(self, call: SlackCall) -> None:
+        thread_ts = call.args.get("thread_ts")
+        if call.method != "chat.postMessage" or not thread_ts:
+            return
+        posts = self._threads.setdefault(str(thread_ts), [])
+        posts.append(call)
+        for pred, fut in self._thread_waiters.get(str(thread_ts), []):
+            if not fut.done() and pred(posts):
+                fut.set_result(None)
+
     async def _record(self, call: SlackCall) -> None:
         self.calls.append(call)
+        self._to_thread(call)
         assert self._changed is not None
         async with self._changed:
             self._changed.notify_all()
@@ -268,6 +302,7 @@ async def _args(request: web.Request) -> dict[str, Any]:
     return {k: str(v) for k, v in form.items()}
 
 
+_ThreadWaiter = tuple[Callable[[list[SlackCall]], bool], asyncio.Future[None]]
 _Handler = Callable[[FakeSlack, dict[str, Any], str, web.Request], dict[str, Any]]
 _METHODS: dict[str, _Handler] = {
     "auth.test": FakeSlack._auth_test,

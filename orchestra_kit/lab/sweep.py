@@ -55,14 +55,15 @@ def service_settings(overrides: dict[str, Any], workdir: Path) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def _target(spec: ExperimentSpec, point: SweepPoint) -> AsyncIterator[tuple[str, Settings | None]]:
+async def _target(spec: ExperimentSpec, point: SweepPoint, extra: dict[str, Any] | None = None,
+                  ) -> AsyncIterator[tuple[str, Settings | None]]:
     if spec.target.kind == "url":
         yield spec.target.url, None
         return
     from ..server.app import Service  # the lab drives the public service
 
     with tempfile.TemporaryDirectory(prefix="orchestra-lab-") as tmp:
-        settings = service_settings(point.settings_overrides, Path(tmp))
+        settings = service_settings({**point.settings_overrides, **(extra or {})}, Path(tmp))
         Path(settings.project_root).mkdir(parents=True, exist_ok=True)
         async with Service(settings) as service:
             yield service.url, settings
@@ -84,9 +85,9 @@ async def _run_point(spec: ExperimentSpec, point: SweepPoint, repeat: int, seed:
     load = point.load
     model = load.to_model()
     connections = load.users if load.model == "closed" else int(load.rate_rps * 2)
-    async with _target(spec, point) as (url, settings), _client(url, spec.target.api_key,
-                                                                  connections) as client:
-        workload = make_workload(point.workload, seed)
+    workload = make_workload(point.workload, seed)
+    async with (workload.environment() as extra, _target(spec, point, extra) as (url, settings),
+                _client(url, spec.target.api_key, connections) as client):
         await workload.setup(client)
         run = await run_load(workload.operation(client), model, duration_s=load.duration_s,
                              max_requests=load.max_requests, seed=seed, progress=progress,
