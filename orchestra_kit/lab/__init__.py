@@ -28,7 +28,12 @@ if TYPE_CHECKING:
         summary_table,
         throughput_knee,
     )
-    from orchestra_kit.lab.chat_lab import chat_demo, run_chat_point, run_chat_sweep
+    from orchestra_kit.lab.chat_lab import (
+        chat_demo,
+        load_chat_run,
+        run_chat_point,
+        run_chat_sweep,
+    )
     from orchestra_kit.lab.compare import Comparison, compare
     from orchestra_kit.lab.histogram import LatencyHistogram
     from orchestra_kit.lab.loadgen import ClosedLoop, OpenLoop, run_load
@@ -84,6 +89,7 @@ __all__ = [
     "fit_usl_points",
     "geometric_knee",
     "latest_run",
+    "load_chat_run",
     "load_run",
     "load_spec",
     "make_workload",
@@ -112,6 +118,7 @@ _WHERE = {
     "ClosedLoop": "orchestra_kit.lab.loadgen",
     "Comparison": "orchestra_kit.lab.compare",
     "chat_demo": "orchestra_kit.lab.chat_lab",
+    "load_chat_run": "orchestra_kit.lab.chat_lab",
     "plot_chat_latency": "orchestra_kit.lab.plots_chat",
     "run_chat_point": "orchestra_kit.lab.chat_lab",
     "run_chat_sweep": "orchestra_kit.lab.chat_lab",

@@ -27,8 +27,8 @@ from .spec import ExperimentSpec, SweepPoint, WorkloadSpec
 from .sweep import service_settings
 from .workload_chat import ChatTiming, ChatWorkload
 
-__all__ = ["SLACK_ACK_LIMIT_MS", "chat_demo", "run_chat_point", "run_chat_sweep",
-           "summarise_timings"]
+__all__ = ["SLACK_ACK_LIMIT_MS", "chat_demo", "cli_main", "load_chat_run", "run_chat_point",
+           "run_chat_sweep", "summarise_timings"]
 
 SLACK_ACK_LIMIT_MS = 3000.0
 
@@ -176,3 +176,11 @@ def cli_main(argv: list[str]) -> int:
         return 2
     print(json.dumps(rows, indent=2) if args.json else f"{_table(rows)}\n\nsaved in {run_dir}")
     return 0
+
+
+def load_chat_run(run_dir: str | Path) -> tuple[Any, Any]:
+    """``(points, messages)`` DataFrames of a saved chat run (re-plot without re-running)."""
+    import pandas as pd
+
+    path = Path(run_dir)
+    return pd.read_csv(path / "points.csv"), pd.read_csv(path / "messages.csv")
