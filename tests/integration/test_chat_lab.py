@@ -67,16 +67,16 @@ async def test_fake_slack_command_serves_and_sends(tmp_path: Path) -> None:
     try:
         url = re.search(r"listening on (http://\S+)", line)
         assert url, line
-        async with aiohttp.ClientSession() as http:
-            async with http.post(f"{url.group(1)}/api/auth.test",
-                                 headers={"Authorization": "Bearer xoxb-x"}) as resp:
-                assert (await resp.json())["user_id"] == "UFAKEBOT"
+        async with (aiohttp.ClientSession() as http,
+                    http.post(f"{url.group(1)}/api/auth.test",
+                              headers={"Authorization": "Bearer xoxb-x"}) as resp):
+            assert (await resp.json())["user_id"] == "UFAKEBOT"
     finally:
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(20):
             out, _ = await proc.communicate()
     assert proc.returncode == 0 and b"1 calls recorded" in out
-    async with chat_service(tmp_path) as (svc, slack):
+    async with chat_service(tmp_path) as (svc, _slack):
         await svc.state.store.hire("alice", "developer")
         sender = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "orchestra_kit", "fake-slack", "send", "--target",
