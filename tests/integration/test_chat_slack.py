@@ -153,3 +153,29 @@ async def test_paths_outside_the_project_root_are_refused(tmp_path: Path) -> Non
         assert "could not take this on" in reply and "outside the project root" in reply
         assert str(tmp_path) not in reply  # the server's paths stay private
         assert await _tasks(svc) == []
+
+
+async def test_progress_is_edited_in_place_then_completed(tmp_path: Path) -> None:
+    async with chat_service(tmp_path, **{"chat.progress_interval_s": 0,
+                                         "agents.sim_latency_ms": 200}) as (svc, slack):
+        await svc.state.store.hire("alice", "developer")
+        env = app_mention(user="U1", text="@alice slow job", bot_user_id=slack.bot_user_id)
+        await slack.send_event(f"{svc.url}/slack/events", SECRET, env)
+        ts = env["event"]["ts"]
+        await slack.wait_for(lambda _: any("completed" in t for t in _in_thread(slack, ts)))
+        taken, progress, done = _in_thread(slack, ts)
+        assert "took this on" in taken and progress.endswith("% done") and "completed" in done
+        edits = [c.args["text"] for c in slack.calls if c.method == "chat.update"]
+        assert edits and all(e.endswith("% done") for e in edits)  # one message, edited
+
+
+async def test_the_ack_never_waits_for_the_agent(tmp_path: Path) -> None:
+    async with chat_service(tmp_path, **{"agents.sim_latency_ms": 60_000,
+                                         "flags.enable_async_llm_processing": False,
+                                         "scheduler.shutdown_grace_s": 0}) as (svc, slack):
+        await svc.state.store.hire("alice", "developer")
+        env = app_mention(user="U1", text="@alice a very long job", bot_user_id=slack.bot_user_id)
+        sent = await slack.send_event(f"{svc.url}/slack/events", SECRET, env)
+        assert sent.status == 200 and sent.latency_s < 3.0
+        (task,) = await _tasks(svc)
+        assert task.status in ("queued", "running")
