@@ -31,6 +31,7 @@ __all__ = ["ChatService", "ChatTransport", "Outcome"]
 
 log = logging.getLogger(__name__)
 AUTO_HIRE_ROLE = "developer"
+MAX_MENTIONS = 10  # one message may not fan out into an unbounded number of tasks
 
 
 class ChatTransport(Protocol):
@@ -146,6 +147,9 @@ class ChatService:
         description = validate_description(text, "message text")
         paths = find_paths(text)
         files = validate_files(self.project_root, paths, "message paths") if paths else []
+        if len(mentions) > MAX_MENTIONS:
+            return Outcome("rejected", reply=f"That names {len(mentions)} people; a message "
+                                             f"may give work to at most {MAX_MENTIONS}.")
         names = mentions or await self._volunteer()
         if not names:
             return Outcome("rejected", reply="Nobody is on the team yet: hire someone with "
