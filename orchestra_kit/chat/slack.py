@@ -163,8 +163,12 @@ class SlackAdapter:
                                       str(command.get("text", "")))
             await ack(reply.to_slack())
 
+        async def on_other(body: dict[str, Any]) -> None:
+            """Other subscribed events are acknowledged (a 404 would make Slack retry)."""
+
         app.event("app_mention")(on_mention)
         app.event("message")(on_message)
+        app.event(re.compile(r".*"))(on_other)
         names = "|".join(re.escape(c[1:]) for c in COMMANDS)
         app.command(re.compile(rf"^/({names})$"))(on_command)
         return app

@@ -60,6 +60,14 @@ async def test_url_verification_answers_the_challenge(tmp_path: Path) -> None:
         assert sent.status == 200 and '"c-123"' in sent.body
 
 
+async def test_other_events_are_acknowledged(tmp_path: Path) -> None:
+    async with chat_service(tmp_path) as (svc, slack):
+        env = app_mention(user="U1", text="x", bot_user_id=slack.bot_user_id)
+        env["event"] = {"type": "reaction_added", "user": "U1", "reaction": "eyes"}
+        assert (await slack.send_event(f"{svc.url}/slack/events", SECRET, env)).status == 200
+        assert svc.state.chat.stats()["received"] == 0
+
+
 async def test_a_repeated_event_makes_one_task(tmp_path: Path) -> None:
     async with chat_service(tmp_path) as (svc, slack):
         await svc.state.store.hire("alice", "developer")
