@@ -13,6 +13,7 @@ goes out, so an acknowledged event is committed; replies follow in the backgroun
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ from typing import Any, Self
 
 import aiohttp
 from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -95,6 +97,8 @@ class SlackAdapter:
         self.client: AsyncWebClient | None = None
         self.app: AsyncApp | None = None
         self.chat: ChatService | None = None
+        self._auth: AuthorizeResult | None = None
+        self._auth_lock = asyncio.Lock()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -138,10 +142,25 @@ class SlackAdapter:
         if session is not None:
             await session.close()
 
+    async def _who_am_i(self) -> AuthorizeResult:
+        """Who the app is (``auth.test``), asked once: Bolt's own single-team check would
+        call it from every request that arrives before the first answer."""
+        async with self._auth_lock:
+            if self._auth is None:
+                assert self.client is not None
+                resp = await self.client.auth_test()
+                self._auth = AuthorizeResult.from_auth_test_response(
+                    bot_token=self.settings.slack_bot_token, auth_test_response=resp)
+            return self._auth
+
     def _build_app(self) -> AsyncApp:
         s = self.settings
-        app = AsyncApp(signing_secret=s.slack_signing_secret,
-                       client=self.client, process_before_response=True,
+
+        async def authorize() -> AuthorizeResult:  # Bolt passes only the arguments named
+            return await self._who_am_i()
+
+        app = AsyncApp(signing_secret=s.slack_signing_secret, client=self.client,
+                       authorize=authorize, process_before_response=True,
                        logger=logging.getLogger("orchestra_kit.chat.bolt"))
         chat = self.chat
         assert chat is not None

@@ -98,6 +98,7 @@ async def test_100_concurrent_mentions_from_100_users(tmp_path: Path) -> None:
         assert [s.status for s in sent] == [200] * 100
         slowest = max(s.latency_s for s in sent)
         assert slowest < 3.0, f"an ack took {slowest:.2f} s (Slack allows 3 s)"
+        assert [c.method for c in slack.calls].count("auth.test") == 1  # asked once, shared
         tasks = await _tasks(svc)
         assert len(tasks) == 100
         assert sorted(t.description for t in tasks) == sorted(f"task number {i}"
