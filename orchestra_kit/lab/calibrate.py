@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -129,3 +130,50 @@ async def generator_capacity(
             else:
                 failed = middle
     return {"capacity_rps": capacity, "max_lag_p99_ms": max_lag_p99_ms, "points": points}
+
+
+CACHE_NAME = ".calibration/generator.json"
+
+
+def _cache_key() -> dict[str, Any]:
+    import os
+    import platform
+
+    from orchestra_kit.lab.results import environment
+
+    env = environment()
+    return {"node": platform.node(), "cpu_count": os.cpu_count(), "python": env["python"],
+            "orchestra_kit": env["packages"].get("orchestra_kit")}
+
+
+async def cached_capacity(results_root: Path, *, refresh: bool = False) -> dict[str, Any]:
+    """The generator's calibrated open-loop capacity on this machine, measured once.
+
+    Read from ``results_root/.calibration/generator.json`` when it was measured on this
+    machine (same host, cores, Python and package version); otherwise a quick
+    calibration (:func:`orchestra_kit.lab.genbench.measure_generator` with
+    ``quick=True``, a few seconds) is run and cached. Delete the file (or pass
+    ``refresh``) to measure again; ``orchestra bench generator`` refreshes it too.
+    """
+    import asyncio
+    import json
+
+    path = Path(results_root) / CACHE_NAME
+    key = await asyncio.to_thread(_cache_key)
+    if not refresh and path.is_file():
+        cached = json.loads(await asyncio.to_thread(path.read_text))
+        if cached.get("key") == key:
+            return dict(cached)
+    from orchestra_kit.lab.genbench import measure_generator
+
+    result = await measure_generator(quick=True)
+    await asyncio.to_thread(store_capacity, path, {**result, "key": key})
+    return {**result, "key": key}
+
+
+def store_capacity(path: Path, result: dict[str, Any]) -> None:
+    """Write a calibration result where :func:`cached_capacity` finds it."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
