@@ -107,9 +107,10 @@ class RawHttpClient:
     def __init__(self, url: str, *, api_key: str | None = None, limit: int = 10_000) -> None:
         if not url.startswith("http://"):
             raise ValidationError("url", "the raw client speaks plain http:// only", value=url)
-        hostport = url.removeprefix("http://").rstrip("/")
+        hostport, slash, prefix = url.removeprefix("http://").partition("/")
         host, _, port = hostport.partition(":")
         self.host, self.port = host, int(port or 80)
+        self._prefix = (slash + prefix).rstrip("/")
         self.base_url = url.rstrip("/")
         self._head_extra = (f"Host: {hostport}\r\n"
                             + (f"Authorization: Bearer {api_key}\r\n" if api_key else "")).encode()
@@ -149,7 +150,7 @@ class RawHttpClient:
     async def _send(self, method: str, path: str, json: Any) -> tuple[int, Any]:
         conn = self._idle.pop() if self._idle else await self._connect()
         body = b"" if json is None else _dumps(json).encode()
-        head = f"{method} {path} HTTP/1.1\r\n".encode() + self._head_extra
+        head = f"{method} {self._prefix}{path} HTTP/1.1\r\n".encode() + self._head_extra
         if json is not None:
             head += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
         conn.waiter = asyncio.get_running_loop().create_future()

@@ -58,7 +58,9 @@ def build_report(run_dir: str | Path, *, charts: bool = True) -> Report:
     capacity = capacity_of(run.manifest)
     points = audit(run.points, capacity=capacity) if not run.points.empty else run.points
     paths: list[Path] = []
-    if charts and not points.empty:
+    # A run whose every point failed has no latency to draw (log axes need a value > 0).
+    drawable = not points.empty and bool((points["n_ok"].fillna(0) > 0).any())
+    if charts and drawable:
         from .plots import plot_report
 
         paths = plot_report(run, run.path / "charts")

@@ -32,7 +32,8 @@ from ..childproc import terminate
 from ..config import Settings
 from ..errors import OrchestraError
 
-__all__ = ["ServiceProcess", "ServiceStartError", "Target", "open_target", "service_settings"]
+__all__ = ["ServiceProcess", "ServiceStartError", "Target", "log_tail", "open_target", "serve_command",
+           "service_settings"]
 
 _URL_RE = re.compile(r"serving on (http://[0-9.]+:\d+)")
 LOG_TAIL_LINES = 20
@@ -90,6 +91,11 @@ def _cpu_s(pid: int) -> float:
         return float("nan")
 
 
+def serve_command(config: Path) -> list[str]:
+    """The child's command line: ``orchestra serve --config CONFIG`` in this interpreter."""
+    return [sys.executable, "-m", "orchestra_kit.cli", "serve", "--config", str(config)]
+
+
 def _clean_env() -> dict[str, str]:
     """The parent's environment without ORCHESTRA_* (the config file says everything)."""
     return {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRA_")}
@@ -129,8 +135,7 @@ class ServiceProcess:
         await asyncio.to_thread(config.write_text, json.dumps(doc, default=list))
         self._log = await asyncio.to_thread(self.log_path.open, "wb")
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "orchestra_kit.cli", "serve", "--config", str(config),
-            stdout=self._log, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
+            *serve_command(config), stdout=self._log, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
             env=_clean_env())
         try:
             async with asyncio.timeout(self.start_timeout_s):

@@ -261,7 +261,10 @@ async def run_workers(slices: Sequence[WorkerSlice], *, model: LoadModel, durati
             results = await _collect(recv, len(slices), wait_s, progress, on_progress)
         finally:
             await asyncio.to_thread(pool.stop)
-    return merge(results, model, duration_s)
+    run = merge(results, model, duration_s)
+    if on_progress is not None:
+        on_progress(len(run.records))
+    return run
 
 
 async def _collect(recv: Callable[[int, float], Any], n: int, wait_s: float, progress: Any,
@@ -275,6 +278,4 @@ async def _collect(recv: Callable[[int, float], Any], n: int, wait_s: float, pro
     except ExceptionGroup as group:  # report the first worker's failure, plainly
         first = group.exceptions[0]
         raise first if isinstance(first, Exception) else group from None
-    if on_progress is not None:
-        on_progress(int(sum(progress)))
     return [t.result() for t in tasks]
