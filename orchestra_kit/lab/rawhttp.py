@@ -59,14 +59,14 @@ class _Conn(asyncio.Protocol):
             self.transport.close()
 
 
-def _headers(head: bytes) -> tuple[int, dict[bytes, bytes]]:
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split(b" ", 2)[1])
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    return status, headers
+def _header(head: bytes, name: bytes) -> bytes:
+    """The value of header ``name`` (lower-case, with the colon) in a lower-cased head."""
+    at = head.find(b"\r\n" + name)
+    if at < 0:
+        return b""
+    start = at + 2 + len(name)
+    end = head.find(b"\r\n", start)
+    return head[start:end if end >= 0 else len(head)].strip()
 
 
 def _parse(buf: bytearray) -> tuple[int, bytes, bytes, bool] | None:
@@ -74,31 +74,36 @@ def _parse(buf: bytearray) -> tuple[int, bytes, bytes, bool] | None:
     end = buf.find(b"\r\n\r\n")
     if end < 0:
         return None
-    status, headers = _headers(bytes(buf[:end]))
+    head = bytes(buf[:end]).lower()
+    status = int(head[9:12])  # "http/1.1 200 ..."
     start = end + 4
-    close = headers.get(b"connection", b"").lower() == b"close"
-    ctype = headers.get(b"content-type", b"")
-    if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
-        body = bytearray()
-        pos = start
-        while True:
-            line_end = buf.find(b"\r\n", pos)
-            if line_end < 0:
-                return None
-            size = int(bytes(buf[pos:line_end]).split(b";")[0], 16)
-            if len(buf) < line_end + 2 + size + 2:
-                return None
-            body += buf[line_end + 2:line_end + 2 + size]
-            pos = line_end + 2 + size + 2
-            if size == 0:
-                del buf[:pos]
-                return status, ctype, bytes(body), close
-    length = int(headers.get(b"content-length", b"0"))
+    close = _header(head, b"connection:") == b"close"
+    ctype = _header(head, b"content-type:")
+    if _header(head, b"transfer-encoding:") == b"chunked":
+        return _parse_chunked(buf, start, status, ctype, close)
+    length = int(_header(head, b"content-length:") or b"0")
     if len(buf) < start + length:
         return None
     body_bytes = bytes(buf[start:start + length])
     del buf[:start + length]
     return status, ctype, body_bytes, close
+
+
+def _parse_chunked(buf: bytearray, pos: int, status: int, ctype: bytes, close: bool
+                   ) -> tuple[int, bytes, bytes, bool] | None:
+    body = bytearray()
+    while True:
+        line_end = buf.find(b"\r\n", pos)
+        if line_end < 0:
+            return None
+        size = int(bytes(buf[pos:line_end]).split(b";")[0], 16)
+        if len(buf) < line_end + 2 + size + 2:
+            return None
+        body += buf[line_end + 2:line_end + 2 + size]
+        pos = line_end + 2 + size + 2
+        if size == 0:
+            del buf[:pos]
+            return status, ctype, bytes(body), close
 
 
 class RawHttpClient:
@@ -180,6 +185,8 @@ class RawHttpClient:
 def _decode(ctype: bytes, raw: bytes) -> Any:
     if not raw:
         return None
+    if raw == b"{}":
+        return {}
     if b"json" in ctype:
         try:
             return jsonlib.loads(raw)
