@@ -60,6 +60,7 @@ class SeedTableSize:
     user_ladder: tuple[int, ...]
     inflight_ladder: tuple[int, ...]
     users_duration_s: float
+    target: str = "process"  # smoke: "inprocess" (seconds, not figures; the audit marks it)
     ablation_sets: dict[str, Any] = field(default_factory=dict)
 
 
@@ -67,7 +68,7 @@ SIZES: dict[str, SeedTableSize] = {
     "smoke": SeedTableSize(repeats=2, llm_requests=1, db_users=8, duration_s=0.3,
                           employee_levels=(10, 50), health_levels=(50, 200),
                           assign_levels=(15, 50), user_ladder=(5, 20), inflight_ladder=(5, 20),
-                          users_duration_s=1.5,
+                          users_duration_s=1.0, target="inprocess",
                           ablation_sets={"repeats": 1, "load.duration_s": 0.3,
                                          "sweep.load.users": [10]}),
     "full": SeedTableSize(repeats=3, llm_requests=5, db_users=16, duration_s=2.0,
@@ -92,6 +93,7 @@ class _Ctx:
 
     async def run(self, name: str, doc: dict[str, Any]) -> pd.DataFrame:
         """Run one experiment document (repeats and seed filled in) and read its points."""
+        doc = {**doc, "target": {"kind": self.size.target, **doc.get("target", {})}}
         spec = parse_spec({"name": name, "seed": self.seed, "repeats": self.repeats, **doc})
         return await self.run_spec(spec)
 
@@ -215,7 +217,7 @@ def _ablation_frame(points: pd.DataFrame) -> pd.DataFrame:
 
 
 async def _ablation(ctx: _Ctx, spec_path: Path) -> pd.DataFrame:
-    spec = load_spec(spec_path, ctx.size.ablation_sets or None)
+    spec = load_spec(spec_path, {**ctx.size.ablation_sets, "target.kind": ctx.size.target})
     return _ablation_frame(await ctx.run_spec(spec))
 
 
