@@ -13,22 +13,19 @@ import csv
 import json
 import math
 import os
-import platform
 import re
 import secrets
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from orchestra_kit.errors import ConfigError, NotFoundError, ValidationError
 from orchestra_kit.lab.histogram import LatencyHistogram
 from orchestra_kit.lab.loadmodel import LoadRun, OpenLoop, RequestRecord
+from orchestra_kit.lab.machine import environment
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,7 +65,6 @@ REQUEST_COLUMNS: tuple[str, ...] = (
 TEXT_COLUMNS = frozenset(("error_type", "hdr_latency", "hdr_service", "errors", "op",
                           "target_kind", "point_error"))
 POINT_KEY_COLUMNS: tuple[str, ...] = ("run_id", "point", "repeat", "load")
-PACKAGES = ("orchestra_kit", "aiohttp", "aiosqlite", "hdrhistogram", "pydantic", "numpy", "pandas")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TINY = 1e-9
 
@@ -230,52 +226,6 @@ def _health_block(run: LoadRun, sent: list[RequestRecord]) -> dict[str, Any]:
         "service_exit_code": target.get("exit_code", math.nan),
         "ceiling_rps": run.extra.get("ceiling_rps", math.nan),
         "point_error": run.extra.get("error", ""),
-    }
-
-
-def _git_sha() -> str:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    sha = done.stdout.strip()
-    return sha if done.returncode == 0 and sha else "unknown"
-
-
-def _memory_bytes() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def environment() -> dict[str, Any]:
-    """Git sha, Python and package versions, machine facts (blocking: call in a thread)."""
-    packages: dict[str, str | None] = {}
-    for dist in PACKAGES:
-        try:
-            packages[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            packages[dist] = None
-    return {
-        "git_sha": _git_sha(),
-        "python": platform.python_version(),
-        "python_implementation": platform.python_implementation(),
-        "executable": sys.executable,
-        "packages": packages,
-        "machine": {
-            "platform": platform.platform(),
-            "machine": platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "memory_bytes": _memory_bytes(),
-        },
     }
 
 
