@@ -19,6 +19,7 @@ import pandas as pd
 from orchestra_kit.errors import ValidationError
 from orchestra_kit.lab.audit import AUDIT_BOUNDS, _is_open_loop, audit
 from orchestra_kit.lab.compare import Comparison, compare
+from orchestra_kit.lab.results import SUMMARY_COLUMNS
 from orchestra_kit.lab.usl import UslFit, fit_usl
 
 __all__ = [
@@ -42,16 +43,9 @@ __all__ = [
 
 # Columns the results loader writes; anything else that varies within a load is a series.
 STANDARD_COLUMNS = frozenset(
-    (
-        "run_id", "point", "repeat", "load", "concurrency", "rate_rps", "loop", "n", "n_ok",
-        "n_err", "success_rate", "duration_s", "offered_rps", "throughput_rps", "goodput_rps",
-        "slo_attainment", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "mean_ms", "max_ms",
-        "service_p50_ms", "service_p90_ms", "service_p95_ms", "service_p99_ms", "service_p999_ms",
-        "service_mean_ms", "service_max_ms", "lag_p50_ms", "lag_p99_ms", "lag_max_ms",
-        "mean_inflight", "littles_inflight", "littles_residual", "hdr_latency", "hdr_service",
-        "errors", "dropped", "audit_ok", "audit_reason",
-    )
-)  # fmt: skip
+    ("run_id", "point", "repeat", "load", "concurrency", "rate_rps", "loop", "audit_ok",
+     "audit_reason", *SUMMARY_COLUMNS)
+)  # every summary column (the results schema) is a measurement, never a series
 
 
 def _require(points: pd.DataFrame, *cols: str) -> None:

@@ -128,10 +128,13 @@ def _generator_findings(row: pd.Series, lim: dict[str, float]) -> list[str]:
         found.append(f"requests waited for a client connection (queue p99 {queue:.1f} ms > "
                      f"{lim['max_queue_p99_ms']:g} ms): a client-side queue")
     loop_lag, cpu = _num(row, "gen_loop_lag_p99_ms"), _num(row, "gen_cpu_pct")
-    if loop_lag > lim["max_gen_loop_lag_p99_ms"] or cpu > lim["max_gen_cpu_pct"]:
-        found.append(f"generator could not keep up (its loop lag p99 {loop_lag:.1f} ms, bound "
-                     f"{lim['max_gen_loop_lag_p99_ms']:g} ms; CPU {cpu:.0f} % of a core, bound "
-                     f"{lim['max_gen_cpu_pct']:g} %): latencies include the generator's own wait")
+    lag_bound, cpu_bound = lim["max_gen_loop_lag_p99_ms"], lim["max_gen_cpu_pct"]
+    if loop_lag > lag_bound or cpu > cpu_bound:
+        why = (f"it used {cpu:.0f} % of a core (bound {cpu_bound:g} %)" if cpu > cpu_bound
+               else f"it used only {cpu:.0f} % of a core: the machine was busy")
+        found.append(f"generator could not keep up (its event loop ran {loop_lag:.1f} ms late at "
+                     f"p99, bound {lag_bound:g} ms; {why}): latencies include the generator's "
+                     "own wait")
     return found
 
 

@@ -82,11 +82,12 @@ async def _measure(url: str, rate: float, processes: int, duration_s: float) -> 
 
 
 async def _capacity(url: str, processes: int, duration_s: float, start_rps: float,
-                    steps: int, points: list[dict[str, Any]]) -> tuple[float, float]:
+                    steps: int, points: list[dict[str, Any]], max_rps: float
+                    ) -> tuple[float, float | None]:
     """Double from ``start_rps`` until a rate fails, then bisect ``steps`` times."""
-    good, good_lag, bad = 0.0, float("nan"), None
+    good, good_lag, bad = 0.0, None, None
     rate = start_rps
-    while bad is None and rate <= 200_000:
+    while bad is None and rate <= max_rps:
         point = await _measure(url, rate, processes, duration_s)
         points.append(point)
         if point["sustained"]:
@@ -106,8 +107,10 @@ async def _capacity(url: str, processes: int, duration_s: float, start_rps: floa
 
 
 async def measure_generator(*, quick: bool = False, processes: list[int] | None = None,
-                            start_rps: float = 500.0) -> dict[str, Any]:
-    """The generator's open-loop capacity with 1 worker and the best worker count."""
+                            start_rps: float = 500.0, max_rps: float = 200_000.0
+                            ) -> dict[str, Any]:
+    """The generator's open-loop capacity with 1 worker and the best worker count
+    (rates from ``start_rps``, doubling, never above ``max_rps``)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
@@ -115,13 +118,13 @@ async def measure_generator(*, quick: bool = False, processes: list[int] | None 
     counts = processes or sorted({1, *range(2, max(2, cores) + 1)})
     duration_s, steps = (0.5, 1) if quick else (2.0, 3)
     points: list[dict[str, Any]] = []
-    best: dict[int, tuple[float, float]] = {}
+    best: dict[int, tuple[float, float | None]] = {}
     async with null_server() as url:
         for n in counts:
-            best[n] = await _capacity(url, n, duration_s, start_rps, steps, points)
+            best[n] = await _capacity(url, n, duration_s, start_rps, steps, points, max_rps)
     top = max(best, key=lambda n: best[n][0])
     return {"open_loop_capacity_rps": best[top][0],
-            "open_loop_capacity_rps_1proc": best.get(1, (0.0, 0.0))[0],
+            "open_loop_capacity_rps_1proc": best.get(1, (0.0, None))[0],
             "lag_p99_ms_at_capacity": best[top][1], "processes": top, "cores": cores,
             "client": "raw", "max_lag_p99_ms": 5.0, "quick": quick, "points": points}
 

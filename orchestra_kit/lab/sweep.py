@@ -86,7 +86,7 @@ async def _generate(job: _PointJob, url: str) -> LoadRun:
     parts = split(load.to_model(), load.duration_s, _cap(job), job.seed, processes)
     slices = [WorkerSlice(url=url, api_key=spec.target.api_key, workload=workload,
                           model=load.to_model(), part=part, duration_s=load.duration_s,
-                          connections=-(-load.connections() // len(parts)), client=client_kind,
+                          connections=load.connections(), client=client_kind,
                           label=job.label)
               for part in parts]
     with _bar(job, sum(len(p.arrivals) for p in parts)) as on_progress:
