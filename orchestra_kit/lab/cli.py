@@ -51,8 +51,11 @@ def run_main(argv: list[str]) -> int:
 
     try:
         spec = load_spec(args.spec, parse_set(args.set))
+        where = {"process": "orchestra serve in its own process per point",
+                 "inprocess": "the service inside this process (debugging)",
+                 "url": spec.target.url}[spec.target.kind]
         print(f"orchestra run: {spec.name}: {len(spec.points())} point(s) × {spec.repeats} "
-              f"repeat(s), {spec.load.duration_s:g} s each", flush=True)
+              f"repeat(s), {spec.load.duration_s:g} s each, against {where}", flush=True)
         run_dir = asyncio.run(run_experiment(spec, results_root=args.results,
                                              progress=not args.no_progress))
         _print_report(run_dir, charts=not args.no_charts)

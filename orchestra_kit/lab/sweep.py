@@ -14,6 +14,7 @@ the run goes on.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -188,7 +189,8 @@ async def run_experiment(
                 job = _PointJob(spec=spec, point=point, repeat=repeat,
                                 seed=spec.seed + 1_000 * point.index + repeat,
                                 label=_label(spec, point, repeat, done, total), progress=progress,
-                                log_path=_log_path(writer.path, spec, point.index, repeat))
+                                log_path=await _log_path(writer.path, spec, point.index,
+                                                         repeat))
                 run, summary = await _run_point(job)
                 if summary["point_error"]:
                     writer.manifest["failed_points"].append(
@@ -201,9 +203,10 @@ async def run_experiment(
     return writer.path
 
 
-def _log_path(run_dir: Path, spec: ExperimentSpec, point: int, repeat: int) -> Path | None:
+async def _log_path(run_dir: Path, spec: ExperimentSpec, point: int, repeat: int
+                    ) -> Path | None:
     if spec.target.kind != "process":
         return None
     folder = run_dir / "service"
-    folder.mkdir(exist_ok=True)
+    await asyncio.to_thread(folder.mkdir, exist_ok=True)
     return folder / f"point{point:03d}-repeat{repeat}.log"
