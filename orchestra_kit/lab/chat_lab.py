@@ -2,7 +2,8 @@
 
 ``await run_chat_sweep(spec)`` runs an experiment whose workload is ``chat`` (see
 :mod:`.workload_chat`): for each number of users, a fake Slack, a fresh chat-enabled
-in-process service, the team hired, then a closed loop of users each posting a signed
+service (``orchestra serve`` as a child process unless the spec's target says
+``inprocess``), the team hired, then a closed loop of users each posting a signed
 mention and waiting for the completion message in its thread. It returns one row per
 point (percentiles of the three times, acks over Slack's 3 s, throughput) and saves
 ``points.csv``, ``messages.csv`` and ``manifest.json`` under
@@ -15,7 +16,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -24,7 +24,7 @@ from typing import Any
 from ..config import Settings
 from .loadgen import ClosedLoop, run_load
 from .spec import ExperimentSpec, SweepPoint, WorkloadSpec
-from .sweep import service_settings
+from .target import open_target
 from .workload_chat import ChatTiming, ChatWorkload
 
 __all__ = ["SLACK_ACK_LIMIT_MS", "chat_demo", "cli_main", "load_chat_run", "run_chat_point",
@@ -56,27 +56,26 @@ def summarise_timings(timings: Sequence[ChatTiming], elapsed_s: float) -> dict[s
 
 
 @contextlib.asynccontextmanager
-async def _chat_target(workload: ChatWorkload, overrides: dict[str, Any]) -> AsyncIterator[Any]:
-    """The workload's fake Slack, a fresh chat-enabled service, a client; all closed after."""
+async def _chat_target(workload: ChatWorkload, overrides: dict[str, Any],
+                       kind: str) -> AsyncIterator[Any]:
+    """The workload's fake Slack, a fresh chat-enabled target (``process``: ``orchestra
+    serve`` as a child; ``inprocess``) and a client; all closed after."""
     from ..client import OrchestraClient
-    from ..server.app import Service
 
-    async with workload.environment() as chat_settings:
-        with tempfile.TemporaryDirectory(prefix="orchestra-chat-lab-") as tmp:
-            settings = service_settings({**overrides, **chat_settings}, Path(tmp))
-            Path(settings.project_root).mkdir(parents=True, exist_ok=True)
-            async with Service(settings) as svc, OrchestraClient(svc.url) as client:
-                yield client
+    async with (workload.environment() as chat_settings,
+                open_target(kind, overrides={**overrides, **chat_settings}) as target,
+                OrchestraClient(target.url) as client):
+        yield client
 
 
 async def run_chat_point(users: int, *, workload: WorkloadSpec | None = None,
                          overrides: dict[str, Any] | None = None, duration_s: float = 2.0,
-                         max_requests: int = 10_000, seed: int = 0,
-                         progress: bool = False) -> tuple[dict[str, Any], list[ChatTiming]]:
+                         max_requests: int = 10_000, seed: int = 0, progress: bool = False,
+                         target: str = "process") -> tuple[dict[str, Any], list[ChatTiming]]:
     """One point: ``users`` closed-loop users for ``duration_s``; its row and timings."""
     spec = workload or WorkloadSpec(kind="chat", team_size=max(1, min(users, 20)))
     chat = ChatWorkload(spec, seed)
-    async with _chat_target(chat, dict(overrides or {})) as client:
+    async with _chat_target(chat, dict(overrides or {}), target) as client:
         await chat.setup(client)
         t0 = time.perf_counter()
         await run_load(chat.operation(client), ClosedLoop(users=users), duration_s=duration_s,
@@ -103,7 +102,7 @@ async def run_chat_sweep(spec: ExperimentSpec, *, results_root: str | Path = "re
             row, timings = await run_chat_point(
                 point.load.users, workload=point.workload, overrides=_point_overrides(point),
                 duration_s=point.load.duration_s, max_requests=point.load.max_requests,
-                seed=seed, progress=progress)
+                seed=seed, progress=progress, target=spec.target.kind)
             rows.append({"point": point.index, "repeat": repeat, **row})
             messages += [{"point": point.index, "repeat": repeat, "users": point.load.users,
                           **dataclasses.asdict(t)} for t in timings]
@@ -124,12 +123,12 @@ def _write(run_dir: Path, spec: ExperimentSpec, rows: list[dict[str, Any]],
 
 
 async def chat_demo(messages: Sequence[str], *, team: Sequence[str] = ("alice", "bob"),
-                    overrides: dict[str, Any] | None = None,
-                    timeout_s: float = 10.0) -> list[dict[str, Any]]:
+                    overrides: dict[str, Any] | None = None, timeout_s: float = 10.0,
+                    target: str = "inprocess") -> list[dict[str, Any]]:
     """A team in a channel: post each message (in turn), return every post in its thread."""
     chat = ChatWorkload(WorkloadSpec(kind="chat", team_size=1), 0)
     out: list[dict[str, Any]] = []
-    async with _chat_target(chat, dict(overrides or {})) as client:
+    async with _chat_target(chat, dict(overrides or {}), target) as client:
         for name in team:
             await client.request("POST", "/employees", {"name": name, "role": "developer"})
         for k, text in enumerate(messages):

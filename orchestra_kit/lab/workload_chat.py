@@ -83,6 +83,10 @@ class ChatWorkload(Workload):
             finally:
                 self.fake = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        raise ConfigError("generator.processes", "> 1", "must be 1 for the chat workload "
+                          "(its fake Slack lives in the generator's process)")
+
     async def setup(self, client: Client) -> None:
         """Check the target has chat on, then hire the team."""
         if self.fake is None:
