@@ -135,6 +135,17 @@ PG_MIGRATIONS: list[tuple[str, Sequence[str]]] = [
         "orchestra_claim(): a claim of a task without files in one round trip",
         (_CLAIM_FUNCTION,),
     ),
+    (
+        "chat_events: every incoming chat event, so a repeat never creates a second task",
+        ("""CREATE TABLE chat_events (
+                event_id TEXT PRIMARY KEY,
+                message_key TEXT NOT NULL UNIQUE,
+                channel TEXT NOT NULL,
+                "user" TEXT NOT NULL,
+                received_at DOUBLE PRECISION NOT NULL,
+                outcome TEXT NOT NULL DEFAULT 'received',
+                task_ids TEXT NOT NULL DEFAULT '[]')""",),
+    ),
 ]
 
 

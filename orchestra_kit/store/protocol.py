@@ -135,6 +135,18 @@ class StoreProtocol(Protocol):
     async def counts(self) -> dict[str, int]:
         """Employees, active leases, pending requests, tasks per status."""
 
+    # ------------------------------------------------------------------ chat events
+    async def claim_chat_event(self, event_id: str, message_key: str, *, channel: str,
+                               user: str) -> bool:
+        """Record an incoming chat event; False when it (or its message) was seen before."""
+
+    async def finish_chat_event(self, event_id: str, outcome: str,
+                                task_ids: Sequence[int] = ()) -> None:
+        """Record what a chat event led to."""
+
+    async def chat_event_counts(self) -> dict[str, int]:
+        """Chat events recorded, by outcome."""
+
 
 @runtime_checkable
 class SharedStoreProtocol(StoreProtocol, Protocol):
