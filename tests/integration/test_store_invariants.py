@@ -216,10 +216,9 @@ async def test_one_running_task_per_employee_and_the_running_limit(store: StoreP
 
 
 async def test_chat_events_are_claimed_once(store: StoreProtocol) -> None:
-    claims = await asyncio.gather(*(store.claim_chat_event(
-        "Ev1" if i % 2 else f"Ev{i + 100}", "C1:1.0", channel="C1", user="U1")
-        for i in range(20)))
-    assert claims.count(True) == 1  # one event, one message: whichever came first
-    await store.finish_chat_event("Ev1" if claims[1] else
-                                  f"Ev{claims.index(True) + 100}", "task", [7])
+    ids = ["Ev1" if i % 2 else f"Ev{i + 100}" for i in range(20)]  # repeats, one message
+    claims = await asyncio.gather(*(store.claim_chat_event(e, "C1:1.0", channel="C1", user="U1")
+                                    for e in ids))
+    assert claims.count(True) == 1  # one message: whichever came first
+    await store.finish_chat_event(ids[claims.index(True)], "task", [7])
     assert await store.chat_event_counts() == {"task": 1}
