@@ -56,8 +56,9 @@ def run_main(argv: list[str]) -> int:
                  "url": spec.target.url}[spec.target.kind]
         print(f"orchestra run: {spec.name}: {len(spec.points())} point(s) × {spec.repeats} "
               f"repeat(s), {spec.load.duration_s:g} s each, against {where}", flush=True)
-        run_dir = asyncio.run(run_experiment(spec, results_root=args.results,
-                                             progress=not args.no_progress))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            run_dir = runner.run(run_experiment(spec, results_root=args.results,
+                                                progress=not args.no_progress))
         _print_report(run_dir, charts=not args.no_charts)
     except OrchestraError as e:
         print(f"orchestra run: {e}", file=sys.stderr)
@@ -65,6 +66,13 @@ def run_main(argv: list[str]) -> int:
     _print_failed_points(run_dir)
     print(f"\nresults: {run_dir}")
     return 0
+
+
+def _loop_factory() -> Any:
+    """uvloop for the CLI's generator when installed (a terminal is not a Jupyter kernel)."""
+    from .workers import _loop_factory as factory
+
+    return factory()[0]
 
 
 def _print_failed_points(run_dir: Path) -> None:
