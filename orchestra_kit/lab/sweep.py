@@ -31,7 +31,7 @@ from .calibrate import cached_capacity
 from .loadgen import LoadRun, run_load
 from .results import RunWriter, summarise_point
 from .spec import ExperimentSpec, SweepPoint, to_document
-from .target import open_target, service_settings
+from .target import Target, open_target, service_settings
 from .workers import WorkerSlice, lab_client, run_workers, split
 from .workloads import make_workload
 
@@ -120,27 +120,28 @@ def _bar(job: _PointJob, total: int) -> Any:
 
 
 async def _run_point(job: _PointJob) -> tuple[LoadRun, dict[str, Any]]:
-    target_kind = job.spec.target.kind
+    opened: list[Target] = []
     try:
-        async with open_target(target_kind, url=job.spec.target.url,
+        async with open_target(job.spec.target.kind, url=job.spec.target.url,
                                overrides=job.point.settings_overrides,
                                log_path=job.log_path,
                                start_timeout_s=job.spec.target.start_timeout_s) as target:
+            opened.append(target)
             run = await _generate(job, target.url)
     except (OrchestraError, OSError, aiohttp.ClientError, TimeoutError) as exc:
         log.warning("point %s repeat %s failed: %s", job.point.index, job.repeat, exc)
         run = LoadRun(records=[], started_wall=0.0, duration_s=0.0, dropped=0,
                       model=job.point.load.to_model(), label=job.label,
                       extra={"error": f"{type(exc).__name__}: {exc}"})
-        target = None
-    if target is not None:
+    if opened:  # facts of the service (exit status, CPU, RSS) even when the load failed
+        target = opened[0]
         run.extra["target"] = target.facts
         run.extra["ceiling_rps"] = settings_ceiling_rps(target.settings,
                                                         job.point.workload.kind)
         if target.settings is not None:
             run.extra["settings"] = target.settings.flat()
     else:
-        run.extra["target"] = {"kind": target_kind}
+        run.extra["target"] = {"kind": job.spec.target.kind}
     return run, summarise_point(run, slo=job.spec.slo, params=_params(job.point))
 
 
