@@ -169,13 +169,14 @@ async def run_experiment(
 ) -> Path:
     """Run every point × repeat of ``spec``; returns the run directory.
 
-    ``calibration``: record the generator's calibrated capacity in the manifest
-    (measured once per machine and cached under ``results_root``; see
-    :func:`orchestra_kit.lab.calibrate.cached_capacity`).
+    ``calibration``: measure the generator's capacity when no calibration is cached
+    under ``results_root`` (once per machine; see
+    :func:`orchestra_kit.lab.calibrate.cached_capacity`); a cached one is always
+    recorded in the manifest.
     """
     points = spec.points()
     total = len(points) * spec.repeats
-    capacity = await cached_capacity(Path(results_root)) if calibration else None
+    capacity = await cached_capacity(Path(results_root), measure=calibration)
     manifest = {"spec": to_document(spec), "source": spec.source,
                 "settings": Settings().with_overrides(spec.target.settings).to_dict(),
                 "seed": spec.seed, "points": total, "target_kind": spec.target.kind,
