@@ -60,7 +60,7 @@ class Scheduler(TaskExecution):
         self._runs: dict[int, _Run] = {}
         self._live: dict[int, Task] = {}  # queued or running tasks this scheduler knows
         self._tasks: set[asyncio.Task[None]] = set()
-        self._timers: set[asyncio.TimerHandle] = set()
+        self._timers: dict[int, asyncio.TimerHandle] = {}  # task id -> its pending retry
         self._hub = EventHub()
         self._progress = ProgressWriter(workspace_root, enabled=settings.progress_files)
         self._wake: asyncio.Event | None = None
@@ -104,7 +104,7 @@ class Scheduler(TaskExecution):
             self._state = "closed"
             return
         self._state = "closing"
-        for handle in self._timers:
+        for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
         if self._dispatcher is not None:
@@ -232,27 +232,44 @@ class Scheduler(TaskExecution):
     # ------------------------------------------------------------------ cancelling
 
     async def cancel(self, task_id: int) -> Task:
-        """Cancel a queued or running task (a terminal task is returned unchanged)."""
+        """Cancel a queued or running task (a terminal task is returned unchanged).
+
+        A task still taking its leases (or waiting to retry them) is cancelled in the
+        store at once; its run then sees ``cancel_reason`` and neither retries nor starts,
+        and its pending retry is dropped."""
+        reason = "cancelled by request"
         run = self._runs.get(task_id)
-        if run is not None:
-            return await self._cancel_running(run, "cancelled by request")
+        if run is not None and run.agent is not None:
+            return await self._cancel_running(run, reason)
         try:
             task: Task = await self._store.transition(
-                task_id, TaskStatus.CANCELLED, expect=TaskStatus.QUEUED, error="cancelled by request"
+                task_id, TaskStatus.CANCELLED, expect=TaskStatus.QUEUED, error=reason
             )
         except ConflictError:
-            run = self._runs.get(task_id)
-            if run is not None:  # it started meanwhile
-                return await self._cancel_running(run, "cancelled by request")
             current: Task = await self._store.get_task(task_id)
             if current.terminal:
+                self._stop_local(task_id, reason)
                 return current
+            run = self._runs.get(task_id)
+            if run is not None:  # it started meanwhile
+                return await self._cancel_running(run, reason)
             raise
-        self._queue.remove(task_id)
-        self._live.pop(task_id, None)
+        self._stop_local(task_id, reason)
         self._counts["cancelled"] += 1
         self._hub.publish(TaskEvent.status_of(task))
         return task
+
+    def _stop_local(self, task_id: int, reason: str) -> None:
+        """Forget a task the store has (or is about to have) cancelled: no queue entry,
+        no pending retry, no cached state; a run still taking its leases must not go on."""
+        self._queue.remove(task_id)
+        self._live.pop(task_id, None)
+        handle = self._timers.pop(task_id, None)
+        if handle is not None:
+            handle.cancel()
+        run = self._runs.get(task_id)
+        if run is not None:
+            run.cancel_reason = reason
 
     async def _cancel_running(self, run: _Run, reason: str) -> Task:
         run.cancel_reason = reason
@@ -262,25 +279,27 @@ class Scheduler(TaskExecution):
 
     async def cancel_employee(self, name: str) -> list[int]:
         """Cancel every queued and running task of an employee; the ids cancelled."""
-        ids = [t.id for t in await self._store.list_tasks(employee=name, status="queued")]
-        ids += [tid for tid, run in self._runs.items() if run.task.employee == name]
         done: list[int] = []
-        for tid in ids:
-            task = await self.cancel(tid)
-            if task.status == TaskStatus.CANCELLED:
-                done.append(tid)
-        return done
+        seen: set[int] = set()
+        while True:  # page by page: each page's tasks leave the 'queued' filter as they go
+            page = [t.id for t in await self._store.list_tasks(employee=name, status="queued")
+                    if t.id not in seen]
+            page += [tid for tid, run in self._runs.items()
+                     if run.task.employee == name and tid not in seen]
+            if not page:
+                return done
+            for tid in dict.fromkeys(page):  # a task may have started since the list
+                seen.add(tid)
+                if (await self.cancel(tid)).status == TaskStatus.CANCELLED:
+                    done.append(tid)
 
     def fired(self, report: Any) -> None:
         """The store cancelled these tasks while firing an employee: stop their runs."""
         for tid in getattr(report, "cancelled_task_ids", ()):
-            if self._queue.remove(tid):
-                self._live.pop(tid, None)
+            self._stop_local(tid, "employee fired")
             run = self._runs.get(tid)
-            if run is not None:
-                run.cancel_reason = "employee fired"
-                if run.agent is not None:
-                    run.agent.cancel()
+            if run is not None and run.agent is not None:
+                run.agent.cancel()
 
     # ------------------------------------------------------------------ dispatching
 

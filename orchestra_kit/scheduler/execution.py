@@ -52,7 +52,7 @@ class TaskExecution:
     _runs: dict[int, _Run]
     _live: dict[int, Task]
     _tasks: set[asyncio.Task[None]]
-    _timers: set[asyncio.TimerHandle]
+    _timers: dict[int, asyncio.TimerHandle]
     _hub: EventHub
     _progress: ProgressWriter
     _rng: random.Random
@@ -84,7 +84,7 @@ class TaskExecution:
         if task.status != TaskStatus.QUEUED:
             await self._forget(task.id)
             return  # cancelled or fired meanwhile (the store's conditional move re-checks)
-        if task.files and not await self._take_leases(task):
+        if task.files and not await self._take_leases(run):
             return
         try:
             task = await self._store.transition(
@@ -106,13 +106,21 @@ class TaskExecution:
         self._live.pop(task_id, None)
         self._hub.publish(TaskEvent.status_of(await self._store.get_task(task_id)))
 
-    async def _take_leases(self, task: Task) -> bool:
+    async def _take_leases(self, run: _Run) -> bool:
+        task = run.task
         result: dict[str, str] = await self._store.lock_files(
             task.employee, list(task.files), description=task.description[:200], task_id=task.id
         )
         if all(status in ("locked", "already_locked") for status in result.values()):
             return True
         await self._store.release_task_leases(task.id)
+        # Retry only a task the store still holds queued and nobody cancelled meanwhile:
+        # a cancel landing during this attempt must end it, not be lost in the retry.
+        current: Task = await self._store.get_task(task.id)
+        if current.status != TaskStatus.QUEUED or run.cancel_reason is not None:
+            if current.terminal:
+                await self._forget(task.id)
+            return False
         held = {p: s for p, s in result.items() if s.startswith("locked_by")}
         self._hub.publish(TaskEvent(task.id, "status", str(task.status), 0, {"blocked": held}))
         self._retry_later(task, self._settings.retry_backoff_s or 0.5)
@@ -176,15 +184,16 @@ class TaskExecution:
         await self._end(run, TaskStatus.FAILED, error=error.message)
 
     def _retry_later(self, task: Task, delay_s: float) -> None:
-        loop = asyncio.get_running_loop()
-
+        """Enqueue ``task`` again after ``delay_s`` (a cancel drops the timer)."""
         def fire() -> None:
-            self._timers.discard(handle)
+            self._timers.pop(task.id, None)
             if self._state == "running":
                 self._enqueue(task)
 
-        handle = loop.call_later(delay_s, fire)
-        self._timers.add(handle)
+        previous = self._timers.pop(task.id, None)
+        if previous is not None:
+            previous.cancel()
+        self._timers[task.id] = asyncio.get_running_loop().call_later(delay_s, fire)
 
     def _on_event(self, run: _Run, event: AgentEvent) -> None:
         task = run.task
@@ -219,8 +228,10 @@ class TaskExecution:
             self._counts[str(status)] = self._counts.get(str(status), 0) + 1
         run.task = task
         self._live.pop(task.id, None)
-        await self._progress.finish(task, list(files) or run.files_touched)
-        self._hub.publish(TaskEvent.status_of(task))
+        try:  # the progress file is a side record: its failure never hides the end
+            await self._progress.finish(task, list(files) or run.files_touched)
+        finally:
+            self._hub.publish(TaskEvent.status_of(task))
 
     async def _requeue_after_shutdown(self, run: _Run) -> None:
         try:  # re-read: the move to running may have committed as we were cancelled
