@@ -86,9 +86,13 @@ class Scheduler(TaskExecution):
         await self.aclose()
 
     async def start(self) -> None:
-        """Recover tasks a crash left running, load the queue, start dispatching."""
+        """End agents a crashed predecessor left running, recover the tasks it left
+        running, load the queue, start dispatching."""
         if self._state != "new":
             raise RuntimeError(f"Scheduler.start() called twice (state {self._state})")
+        end_leftovers = getattr(self._backend, "end_leftovers", None)
+        if end_leftovers is not None:  # before the requeue: never two agents on one task
+            await end_leftovers()
         await self._store.recover(max_attempts=self._settings.max_attempts)
         for task in await self._store.queued_tasks():
             self._live[task.id] = task
