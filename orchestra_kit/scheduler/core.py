@@ -60,7 +60,7 @@ class Scheduler(TaskExecution):
         self._runs: dict[int, _Run] = {}
         self._live: dict[int, Task] = {}  # queued or running tasks this scheduler knows
         self._tasks: set[asyncio.Task[None]] = set()
-        self._timers: dict[int, asyncio.TimerHandle] = {}  # task id -> its pending retry
+        self._timers: set[asyncio.TimerHandle] = set()
         self._hub = EventHub()
         self._progress = ProgressWriter(workspace_root, enabled=settings.progress_files)
         self._wake: asyncio.Event | None = None
@@ -108,7 +108,7 @@ class Scheduler(TaskExecution):
             self._state = "closed"
             return
         self._state = "closing"
-        for handle in self._timers.values():
+        for handle in self._timers:
             handle.cancel()
         self._timers.clear()
         if self._dispatcher is not None:
@@ -240,7 +240,7 @@ class Scheduler(TaskExecution):
 
         A task still taking its leases (or waiting to retry them) is cancelled in the
         store at once; its run then sees ``cancel_reason`` and neither retries nor starts,
-        and its pending retry is dropped."""
+        and a pending retry finds it gone from the live tasks."""
         reason = "cancelled by request"
         run = self._runs.get(task_id)
         if run is not None and run.agent is not None:
@@ -264,13 +264,10 @@ class Scheduler(TaskExecution):
         return task
 
     def _stop_local(self, task_id: int, reason: str) -> None:
-        """Forget a task the store has (or is about to have) cancelled: no queue entry,
-        no pending retry, no cached state; a run still taking its leases must not go on."""
+        """Forget a task the store cancelled: no queue entry, no live state (so a pending
+        retry does nothing), and a run still taking its leases must not go on."""
         self._queue.remove(task_id)
         self._live.pop(task_id, None)
-        handle = self._timers.pop(task_id, None)
-        if handle is not None:
-            handle.cancel()
         run = self._runs.get(task_id)
         if run is not None:
             run.cancel_reason = reason

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-import os
-import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +10,9 @@ from typing import Any
 
 from ..models import Task
 from ..progress import CHECKBOXES, FileProgress, ProgressDoc, render
+from .progressfiles import write_progress_file
 
-__all__ = ["EventHub", "ProgressWriter", "TaskEvent", "write_in_workspace"]
-
-log = logging.getLogger("orchestra_kit.scheduler")
+__all__ = ["EventHub", "ProgressWriter", "TaskEvent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,15 +80,8 @@ class EventHub:
 
 
 class ProgressWriter:
-    """Writes ``<workspace>/<employee>/current_task.md`` off the event loop.
-
-    An agent works in that folder and may plant links there, so nothing is ever written
-    through one: folders are opened with ``O_NOFOLLOW`` relative to their parent, files
-    are written to a fresh temporary name and renamed into place (a planted symlink or
-    hard link is replaced, never written through). The progress file is a side record:
-    a failure to write it (disk full, a file where a folder should be, a link) is logged,
-    never raised into the task's run.
-    """
+    """Writes ``<workspace>/<employee>/current_task.md`` off the event loop, never through
+    a link an agent planted, and never failing the task (:mod:`.progressfiles`)."""
 
     def __init__(self, root: Path, *, enabled: bool) -> None:
         self._root = root
@@ -132,59 +120,5 @@ class ProgressWriter:
                           remove="current_task.md")
 
     async def _write(self, task: Task, name: str, text: str, remove: str | None = None) -> None:
-        if not self._enabled:
-            return
-        try:
-            await asyncio.to_thread(write_in_workspace, self._root, task.employee, name, text,
-                                    remove)
-        except OSError as e:
-            log.warning("task %s: progress file %s/%s not written: %s", task.id, task.employee,
-                        name, e)
-
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def _open_subdir(parent_fd: int, name: str) -> int:
-    """Open (creating it) folder ``name`` inside ``parent_fd``; a link there is refused."""
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(name, 0o755, dir_fd=parent_fd)
-    return os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
-
-
-def write_in_workspace(root: Path, employee: str, name: str, text: str,
-                       remove: str | None = None) -> None:
-    """Write ``root/employee/name`` without following any link below ``root``.
-
-    ``name`` may hold folders (``completed_tasks/x.md``). The file is written under a
-    temporary name and renamed into place; ``remove`` (in the employee's folder) is
-    unlinked afterwards. Raises OSError (ELOOP for a planted folder link).
-    """
-    root.mkdir(parents=True, exist_ok=True)
-    fds = [os.open(root, _DIR_FLAGS)]  # the configured root itself may be a link
-    try:
-        fds.append(_open_subdir(fds[0], employee))
-        *folders, filename = name.split("/")
-        for folder in folders:
-            fds.append(_open_subdir(fds[-1], folder))
-        _replace_file(fds[-1], filename, text)
-        if remove is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(remove, dir_fd=fds[1])
-    finally:
-        for fd in fds:
-            os.close(fd)
-
-
-def _replace_file(dir_fd: int, filename: str, text: str) -> None:
-    tmp = f".{filename}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(tmp, _NEW_FILE_FLAGS, 0o644, dir_fd=dir_fd)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.rename(tmp, filename, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp, dir_fd=dir_fd)
-        raise
+        if self._enabled:
+            await write_progress_file(self._root, task, name, text, remove)

@@ -52,7 +52,7 @@ class TaskExecution:
     _runs: dict[int, _Run]
     _live: dict[int, Task]
     _tasks: set[asyncio.Task[None]]
-    _timers: dict[int, asyncio.TimerHandle]
+    _timers: set[asyncio.TimerHandle]
     _hub: EventHub
     _progress: ProgressWriter
     _rng: random.Random
@@ -84,7 +84,7 @@ class TaskExecution:
         if task.status != TaskStatus.QUEUED:
             await self._forget(task.id)
             return  # cancelled or fired meanwhile (the store's conditional move re-checks)
-        if task.files and not await self._take_leases(run):
+        if task.files and not await self._take_leases(task):
             return
         try:
             task = await self._store.transition(
@@ -106,8 +106,7 @@ class TaskExecution:
         self._live.pop(task_id, None)
         self._hub.publish(TaskEvent.status_of(await self._store.get_task(task_id)))
 
-    async def _take_leases(self, run: _Run) -> bool:
-        task = run.task
+    async def _take_leases(self, task: Task) -> bool:
         result: dict[str, str] = await self._store.lock_files(
             task.employee, list(task.files), description=task.description[:200], task_id=task.id
         )
@@ -117,7 +116,8 @@ class TaskExecution:
         # Retry only a task the store still holds queued and nobody cancelled meanwhile:
         # a cancel landing during this attempt must end it, not be lost in the retry.
         current: Task = await self._store.get_task(task.id)
-        if current.status != TaskStatus.QUEUED or run.cancel_reason is not None:
+        run = self._runs.get(task.id)
+        if current.status != TaskStatus.QUEUED or (run is not None and run.cancel_reason):
             if current.terminal:
                 await self._forget(task.id)
             return False
@@ -184,16 +184,17 @@ class TaskExecution:
         await self._end(run, TaskStatus.FAILED, error=error.message)
 
     def _retry_later(self, task: Task, delay_s: float) -> None:
-        """Enqueue ``task`` again after ``delay_s`` (a cancel drops the timer)."""
+        loop = asyncio.get_running_loop()
+
         def fire() -> None:
-            self._timers.pop(task.id, None)
-            if self._state == "running":
+            self._timers.discard(handle)
+            # Cancelled meanwhile: cancel() dropped it from the live tasks. Enqueueing the
+            # stale copy would start its agent (it starts before the move to running).
+            if self._state == "running" and task.id in self._live:
                 self._enqueue(task)
 
-        previous = self._timers.pop(task.id, None)
-        if previous is not None:
-            previous.cancel()
-        self._timers[task.id] = asyncio.get_running_loop().call_later(delay_s, fire)
+        handle = loop.call_later(delay_s, fire)
+        self._timers.add(handle)
 
     def _on_event(self, run: _Run, event: AgentEvent) -> None:
         task = run.task
@@ -228,10 +229,8 @@ class TaskExecution:
             self._counts[str(status)] = self._counts.get(str(status), 0) + 1
         run.task = task
         self._live.pop(task.id, None)
-        try:  # the progress file is a side record: its failure never hides the end
-            await self._progress.finish(task, list(files) or run.files_touched)
-        finally:
-            self._hub.publish(TaskEvent.status_of(task))
+        await self._progress.finish(task, list(files) or run.files_touched)
+        self._hub.publish(TaskEvent.status_of(task))
 
     async def _requeue_after_shutdown(self, run: _Run) -> None:
         try:  # re-read: the move to running may have committed as we were cancelled
