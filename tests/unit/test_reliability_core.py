@@ -85,6 +85,7 @@ class LockSpy:
         self.hold_next = False
         self.entered = asyncio.Event()
         self.proceed = asyncio.Event()
+        self.left = asyncio.Event()  # the held call returned
         self._inner = store.lock_files
 
     async def __call__(self, *args: Any, **kw: Any) -> dict[str, str]:
@@ -94,6 +95,10 @@ class LockSpy:
                 self.hold_next = False
                 self.entered.set()
                 await self.proceed.wait()
+                try:
+                    return await self._inner(*args, **kw)
+                finally:
+                    self.left.set()
         return await self._inner(*args, **kw)
 
 
@@ -115,6 +120,7 @@ async def test_cancel_while_taking_leases_is_prompt_and_the_task_never_runs(
         async with asyncio.timeout(2):  # today: waits until b's lease goes
             cancelled = await cancelling
         assert cancelled.status == TaskStatus.CANCELLED
+        await spy.left.wait()  # the attempt found the file still held by b
         await store.release_files("b")
         await asyncio.sleep(0.3)  # several retry periods: nothing may start it now
         final = await sched.wait(task.id, timeout_s=2)
