@@ -212,12 +212,9 @@ def normalise_path(root: Path, path: Any, field_name: str = "path", *,
 
     Relative paths are taken from the root; absolute paths must lie inside it. ``..``
     that climbs out of the root, NUL bytes and empty paths raise ValidationError.
-    The path is first normalised lexically; then the links among its existing parts are
-    resolved against the real root, so two spellings of one file through a link give
-    one path, and a link leading out of the root is refused. Parts that do not exist
-    yet are kept as written. (A link planted after the check is not seen: leases are
-    advisory, and agents work in their own workspaces.) ``links`` caches what was found
-    on disk, for many paths checked at once.
+    After the lexical check, links among the existing parts are resolved against the
+    real root: two spellings of one file give one path, a link out of the root is
+    refused, parts not there yet stay as written. ``links`` caches the lookups.
     """
     if not isinstance(path, str):
         raise ValidationError(field_name, f"must be a string, got {type(path).__name__}")
@@ -284,20 +281,14 @@ def _resolve_links(real_root: str, rel: str, path: str, field_name: str,
 def _look_up(candidate: str, path: str, field_name: str) -> str | None:
     """``candidate`` itself, its target if it is a link, or None if it does not exist."""
     try:
-        mode = os.lstat(candidate).st_mode
+        if not stat.S_ISLNK(os.lstat(candidate).st_mode):
+            return candidate
+        return os.path.realpath(candidate)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as e:  # ENAMETOOLONG, EACCES, ELOOP, ...
         raise ValidationError(field_name, f"{path!r} cannot be checked: {e.strerror}",
                               value=path) from None
-    return _follow(candidate, path, field_name) if stat.S_ISLNK(mode) else candidate
-
-
-def _follow(link: str, path: str, field_name: str) -> str:
-    try:
-        return os.path.realpath(link, strict=False)
-    except (OSError, RuntimeError) as e:  # a link loop
-        raise ValidationError(field_name, f"{path!r} cannot be resolved: {e}", value=path) from None
 
 
 def _inside(path: str, root: str) -> bool:
