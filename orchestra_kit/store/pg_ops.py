@@ -13,7 +13,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..errors import ConflictError, ForbiddenError, NotFoundError, OrchestraError
+from ..errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    OrchestraError,
+    ValidationError,
+)
 from ..models import Employee, FileLease, FileRequest, RequestStatus
 from .schema import LEASE_COLS, REQUEST_COLS, row_to_lease, row_to_request
 from .sqlops import FireReport
@@ -130,9 +136,14 @@ async def lock(conn: Any, employee: str, paths: list[str], description: str,
                task_id: int | None, now: float, expires_at: float) -> dict[str, str]:
     """Lease each path (inserted in sorted order: concurrent lockers never deadlock)."""
     await require_employee(conn, employee, lock=True)
-    if task_id is not None and await conn.fetchval(
-            "SELECT 1 FROM tasks WHERE id = $1", task_id) is None:
-        raise NotFoundError(f"Task {task_id} does not exist", details={"task_id": task_id})
+    if task_id is not None:  # a lease tagged with a task ends with it: only its own employee's
+        owner = await conn.fetchval("SELECT employee FROM tasks WHERE id = $1", task_id)
+        if owner is None:
+            raise NotFoundError(f"Task {task_id} does not exist", details={"task_id": task_id})
+        if owner != employee:
+            raise ValidationError("task_id", f"task {task_id} belongs to {owner!r}, not"
+                                  f" {employee!r}: a lease may only be tied to the employee's"
+                                  " own task", value=task_id)
     await release_expired(conn, now, sorted(paths))
     got = {p: await _lock_one(conn, p, employee, description, task_id, now, expires_at)
            for p in sorted(paths)}
