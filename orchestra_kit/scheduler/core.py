@@ -173,39 +173,46 @@ class Scheduler(TaskExecution):
         stream can send keep-alives without wrapping the iterator in timeouts). The
         stream also ends on :meth:`end_subscriptions` (service draining).
         """
-        queue = self._hub.add(task_id)
+        sub = self._hub.add(task_id)
         try:
             current = self._live.get(task_id) or await self._store.get_task(task_id)
             yield TaskEvent.status_of(current)
             if current.terminal:
                 return
             while True:
-                if heartbeat_s is None:
-                    event = await queue.get()
-                else:
-                    try:
-                        event = await asyncio.wait_for(queue.get(), heartbeat_s)
-                    except TimeoutError:
-                        yield None
-                        continue
-                if event is None:
-                    return
-                yield event
-                if event.kind == "status" and event.status in TERMINAL_STATUSES:
-                    return
+                batch = await sub.take(heartbeat_s)
+                if not batch:  # the heartbeat interval passed without an event
+                    yield None
+                    continue
+                for event in batch:
+                    if event is None:
+                        return
+                    yield event
+                    if event.kind == "status" and event.status in TERMINAL_STATUSES:
+                        return
         finally:
-            self._hub.remove(task_id, queue)
+            self._hub.remove(task_id, sub)
 
     async def wait(self, task_id: int, timeout_s: float | None = None) -> Task:
-        """The task once it is terminal."""
-        last: TaskEvent | None = None
-        async with asyncio.timeout(timeout_s):
-            async for event in self.subscribe(task_id):
-                last = event if event is not None else last
-        if last is not None and last.task is not None and last.task.terminal:
-            return last.task
-        task: Task = await self._store.get_task(task_id)
-        return task
+        """The task once it is terminal (one wake-up, whatever its events)."""
+        if task_id not in self._live:
+            current: Task = await self._store.get_task(task_id)
+            if current.terminal:
+                return current
+        ended = self._hub.until_end(task_id)
+        try:
+            if task_id not in self._live:  # ended while we looked
+                task: Task = await self._store.get_task(task_id)
+                if task.terminal:
+                    return task
+            async with asyncio.timeout(timeout_s):
+                done = await ended
+        finally:
+            self._hub.forget_end(task_id, ended)
+        if done is not None:
+            return done
+        now: Task = await self._store.get_task(task_id)  # the hub closed: where it stands
+        return now
 
     def end_subscriptions(self) -> None:
         """End every event stream now (the service is draining)."""
@@ -222,6 +229,11 @@ class Scheduler(TaskExecution):
             **self._limiter_stats(),
             **self._counts,
         }
+
+    @property
+    def running_count(self) -> int:
+        """Tasks holding a slot now (cheap: for /health on every call)."""
+        return len(self._runs)
 
     def _limiter_stats(self) -> dict[str, Any]:
         if self._limiter is None:

@@ -86,20 +86,31 @@ class TaskExecution:
             return  # cancelled or fired meanwhile (the store's conditional move re-checks)
         if task.files and not await self._take_leases(task):
             return
+        # The move to running is queued for the writer and the agent started at once:
+        # its commit (a group-commit round trip) is off the critical path. Its outcome is
+        # awaited before anything else is written or announced, so "running" is only
+        # published once durable, and the end is written after it (docs/scheduler.md).
+        moving = asyncio.ensure_future(self._store.transition(
+            task.id, TaskStatus.RUNNING, expect=TaskStatus.QUEUED, count_attempt=True))
+        await self._run_agent(run, moving)
+
+    async def _started(self, run: _Run, moving: asyncio.Future[Task]) -> bool:
+        """Wait for the move to running; on a conflict stop the agent and forget the task."""
         try:
-            task = await self._store.transition(
-                task.id, TaskStatus.RUNNING, expect=TaskStatus.QUEUED, count_attempt=True
-            )
+            task = await moving
         except ConflictError:  # ended elsewhere meanwhile (cancelled, fired): forget it here
-            await self._forget(task.id)
-            return
+            if run.agent is not None:
+                run.agent.cancel()
+                await asyncio.gather(run.agent, return_exceptions=True)
+            await self._forget(run.task.id)
+            return False
         run.task = task
         run.last_persist = time.monotonic()
         self._live[task.id] = task
         self._counts["started"] += 1
         self._hub.publish(TaskEvent.status_of(task))
         await self._progress.start(task)
-        await self._run_agent(run)
+        return True
 
     async def _forget(self, task_id: int) -> None:
         """Drop a task this scheduler will not run, telling subscribers where it stands."""
@@ -118,7 +129,7 @@ class TaskExecution:
         self._retry_later(task, self._settings.retry_backoff_s or 0.5)
         return False
 
-    async def _run_agent(self, run: _Run) -> None:
+    async def _run_agent(self, run: _Run, moving: asyncio.Future[Task]) -> None:
         task = run.task
         request = AgentRequest(
             task_id=task.id,
@@ -132,7 +143,14 @@ class TaskExecution:
             timeout_s=self._settings.task_timeout_s,
         )
         run.agent = asyncio.ensure_future(self._backend.run(request, lambda e: self._on_event(run, e)))
-        if run.cancel_reason is not None:  # cancelled while it was taking its leases
+        try:
+            if not await self._started(run, moving):
+                return
+        except BaseException:  # shut down (or the store failed) before it was running
+            run.agent.cancel()
+            await asyncio.gather(run.agent, return_exceptions=True)
+            raise
+        if run.cancel_reason is not None:  # cancelled while it was starting
             run.agent.cancel()
         try:
             async with asyncio.timeout(self._settings.task_timeout_s):
@@ -180,7 +198,9 @@ class TaskExecution:
 
         def fire() -> None:
             self._timers.discard(handle)
-            if self._state == "running":
+            # Cancelled meanwhile: cancel() dropped it from the live tasks. Enqueueing the
+            # stale copy would start its agent (it starts before the move to running).
+            if self._state == "running" and task.id in self._live:
                 self._enqueue(task)
 
         handle = loop.call_later(delay_s, fire)
@@ -191,9 +211,10 @@ class TaskExecution:
         if event.kind == "file" and event.path:
             run.files_touched.append(event.path)
         progress = event.progress if event.progress is not None else 0
-        self._hub.publish(TaskEvent(task.id, event.kind, str(TaskStatus.RUNNING), progress,
-                                    {k: v for k, v in (("path", event.path), ("text", event.text),
-                                                       ("tokens", event.tokens)) if v is not None}))
+        if self._hub.listened(task.id):  # nobody listening: build nothing
+            self._hub.publish(TaskEvent(task.id, event.kind, str(TaskStatus.RUNNING), progress,
+                                        {k: v for k, v in (("path", event.path), ("text", event.text),
+                                                           ("tokens", event.tokens)) if v is not None}))
         if event.kind == "progress" and event.progress is not None:
             now = time.monotonic()
             # 100 % is written by the move to completed; in between, at most one write

@@ -19,6 +19,7 @@ from typing import Any
 from ..config import Settings
 from ..errors import ConfigError, OrchestraError
 from .app import Service
+from .loops import run as run_on_loop
 
 __all__ = ["build_parser", "serve_main", "settings_from_args"]
 
@@ -83,7 +84,7 @@ def serve_main(argv: list[str]) -> int:
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return asyncio.run(_serve(settings))
+        return run_on_loop(_serve(settings), settings.server.event_loop)
     except OrchestraError as exc:
         print(f"orchestra serve: {exc}", file=sys.stderr)
         return 1
