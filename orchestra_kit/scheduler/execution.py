@@ -39,6 +39,7 @@ class _Run:
     cancel_reason: str | None = None
     last_persist: float = 0.0
     files_touched: list[str] = field(default_factory=list)
+    progress_file: asyncio.Future[None] | None = None  # the write of current_task.md
 
 
 class TaskExecution:
@@ -109,8 +110,7 @@ class TaskExecution:
         self._live[task.id] = task
         self._counts["started"] += 1
         self._hub.publish(TaskEvent.status_of(task))
-        await self._progress.start(task)
-        return True
+        return True  # current_task.md: written once the task outlives the persist interval
 
     async def _forget(self, task_id: int) -> None:
         """Drop a task this scheduler will not run, telling subscribers where it stands."""
@@ -215,8 +215,13 @@ class TaskExecution:
             self._hub.publish(TaskEvent(task.id, event.kind, str(TaskStatus.RUNNING), progress,
                                         {k: v for k, v in (("path", event.path), ("text", event.text),
                                                            ("tokens", event.tokens)) if v is not None}))
+        now = time.monotonic()
+        if run.progress_file is None and (
+                now - run.last_persist >= self._settings.progress_persist_interval_s):
+            # A task shorter than the interval never gets a current_task.md, only its
+            # archive at the end: two file writes (and thread hops) fewer per short task.
+            run.progress_file = self._spawn(self._progress.start(task))
         if event.kind == "progress" and event.progress is not None:
-            now = time.monotonic()
             # 100 % is written by the move to completed; in between, at most one write
             # per interval keeps progress durable without a write per event.
             if event.progress < 100 and (
@@ -224,11 +229,12 @@ class TaskExecution:
                 run.last_persist = now
                 self._spawn(self._store.set_progress(task.id, event.progress))
 
-    def _spawn(self, coro: Any) -> None:
-        t = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Any) -> asyncio.Future[Any]:
+        t: asyncio.Future[Any] = asyncio.ensure_future(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
         t.add_done_callback(_log_failure)
+        return t
 
     async def _end(self, run: _Run, status: TaskStatus, *, result: str | None = None,
                    error: str | None = None, files: Sequence[str] = ()) -> None:
@@ -240,6 +246,8 @@ class TaskExecution:
             self._counts[str(status)] = self._counts.get(str(status), 0) + 1
         run.task = task
         self._live.pop(task.id, None)
+        if run.progress_file is not None:  # the archive removes it: never write it after
+            await asyncio.gather(run.progress_file, return_exceptions=True)
         await self._progress.finish(task, list(files) or run.files_touched)
         self._hub.publish(TaskEvent.status_of(task))
 

@@ -149,13 +149,14 @@ class _Run:
 
     async def scenario(self, server: ChildServer, name: str,
                        spec: tuple[int, Callable[[int], Request]], tag: str = "",
-                       duration_s: float | None = None) -> dict[str, Any]:
+                       duration_s: float | None = None, file: str = "") -> dict[str, Any]:
         concurrency, make = spec
         duration_s = duration_s or self.duration_s
         self.say(f"{name}{tag} at {concurrency} ...")
+        file = file or name
         proc = psutil.Process(server.pid)
         cpu0 = _cpu_s(proc)
-        async with profiled(server.pid, self.profile, f"{name}{tag}", duration_s):
+        async with profiled(server.pid, self.profile, file, duration_s):
             res = await closed_loop(server.url, make, concurrency=concurrency,
                                     duration_s=duration_s, max_requests=10**9)
         # The server's own CPU per answer: unlike req/s, hardly moved by other
@@ -172,7 +173,8 @@ class _Run:
         for r in range(self.rounds):
             for key, server, name, spec in plan:
                 tag = f" [{key}, round {r + 1}/{self.rounds}]"
-                runs[key].append(await self.scenario(server, name, spec, tag, share))
+                runs[key].append(await self.scenario(server, name, spec, tag, share,
+                                                     f"{key}_round{r + 1}"))
         return {key: sorted(rs, key=lambda x: x["rps"])[len(rs) // 2]
                 for key, rs in runs.items()}
 
@@ -225,21 +227,32 @@ def _ratio(a: float, b: float) -> float:
 
 
 def _ablation_keys(abl: dict[str, dict[str, Any]]) -> dict[str, float]:
-    out = {f"ablation_{k}_rps": round(v["rps"], 1) for k, v in abl.items()}
+    """Per configuration: req/s and the server's CPU µs per request; then each knob's
+    speed-up, the mean over the other knob's values and both reads, by req/s and by CPU
+    (the CPU figure barely moves when other processes load the machine)."""
+    out: dict[str, float] = {}
+    for k, v in abl.items():
+        out[f"ablation_{k}_rps"] = round(v["rps"], 1)
+        out[f"ablation_{k}_cpu_us_per_req"] = round(v["server_cpu_us_per_req"], 1)
 
-    def speedup(fast: Callable[[str, str], str], slow: Callable[[str, str], str],
-                pairs: list[tuple[str, str]]) -> float:
-        ratios = [abl[fast(*p)]["rps"] / abl[slow(*p)]["rps"] for p in pairs
-                  if abl[slow(*p)]["rps"]]
+    def speedup(fast: str, slow: str, others: tuple[str, ...], metric: str) -> float:
+        ratios = []
+        for other, read in product(others, ("get_employee", "list100")):
+            f = abl[_tag(fast, other) + f"_{read}"][metric]
+            s = abl[_tag(slow, other) + f"_{read}"][metric]
+            if f and s:
+                ratios.append(f / s if metric == "rps" else s / f)
         return round(sum(ratios) / len(ratios), 3) if ratios else 0.0
 
-    reads = ["get_employee", "list100"]
-    out["uvloop_speedup"] = speedup(lambda e, r: f"uvloop_{e}_{r}", lambda e, r: f"asyncio_{e}_{r}",
-                                    [(e, r) for e in ENCODERS for r in reads])
-    out["orjson_speedup"] = speedup(lambda lp, r: f"{lp}_orjson_{r}",
-                                    lambda lp, r: f"{lp}_stdlib_{r}",
-                                    [(lp, r) for lp in LOOPS for r in reads])
+    for fast, slow, others in (("uvloop", "asyncio", ENCODERS), ("orjson", "stdlib", LOOPS)):
+        out[f"{fast}_speedup"] = speedup(fast, slow, others, "rps")
+        out[f"{fast}_cpu_speedup"] = speedup(fast, slow, others, "server_cpu_us_per_req")
     return out
+
+
+def _tag(a: str, b: str) -> str:
+    """``loop_encoder`` whichever order the two are given in."""
+    return f"{a}_{b}" if a in LOOPS else f"{b}_{a}"
 
 
 def _figures(hello: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
