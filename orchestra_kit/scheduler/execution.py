@@ -221,16 +221,15 @@ class TaskExecution:
             # A task shorter than the interval never gets a current_task.md, only its
             # archive at the end: two file writes (and thread hops) fewer per short task.
             run.progress_file = self._spawn(self._progress.start(task))
-        if event.kind == "progress" and event.progress is not None:
-            # 100 % is written by the move to completed; in between, at most one write
-            # per interval keeps progress durable without a write per event.
-            if event.progress < 100 and (
-                    now - run.last_persist >= self._settings.progress_persist_interval_s):
-                run.last_persist = now
-                self._spawn(self._store.set_progress(task.id, event.progress))
+        # 100 % is written by the move to completed; in between, at most one write per
+        # interval keeps progress durable without a write per event.
+        if (event.kind == "progress" and event.progress is not None and event.progress < 100
+                and now - run.last_persist >= self._settings.progress_persist_interval_s):
+            run.last_persist = now
+            self._spawn(self._store.set_progress(task.id, event.progress))
 
-    def _spawn(self, coro: Any) -> asyncio.Future[Any]:
-        t: asyncio.Future[Any] = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        t: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
         t.add_done_callback(_log_failure)
