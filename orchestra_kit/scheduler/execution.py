@@ -90,7 +90,8 @@ class TaskExecution:
         # The move to running is queued for the writer and the agent started at once:
         # its commit (a group-commit round trip) is off the critical path. Its outcome is
         # awaited before anything else is written or announced, so "running" is only
-        # published once durable, and the end is written after it (docs/scheduler.md).
+        # published once durable, and the end is written after it (docs/benchmarks.md,
+        # "What a task writes").
         moving = asyncio.ensure_future(self._store.transition(
             task.id, TaskStatus.RUNNING, expect=TaskStatus.QUEUED, count_attempt=True))
         await self._run_agent(run, moving)
