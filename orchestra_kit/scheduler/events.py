@@ -194,8 +194,11 @@ class ProgressWriter:
     @staticmethod
     def _write_sync(folder: Path, name: str, text: str, remove: str | None) -> None:
         path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        try:  # the folder exists but for an employee's first file: no mkdir per write
+            path.write_text(text, encoding="utf-8")
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
         if remove is not None:
             with contextlib.suppress(FileNotFoundError):
                 (folder / remove).unlink()
