@@ -99,7 +99,7 @@ class TaskExecution:
     async def _started(self, run: _Run, moving: asyncio.Future[Task]) -> bool:
         """Wait for the move to running; on a conflict stop the agent and forget the task."""
         try:
-            task = await moving
+            task = await asyncio.shield(moving)  # a shutdown must not hide its outcome
         except ConflictError:  # ended elsewhere meanwhile (cancelled, fired): forget it here
             if run.agent is not None:
                 run.agent.cancel()
@@ -143,13 +143,15 @@ class TaskExecution:
             project_root=self._project_root,
             timeout_s=self._settings.task_timeout_s,
         )
+        run.last_persist = time.monotonic()  # no progress write before the interval
         run.agent = asyncio.ensure_future(self._backend.run(request, lambda e: self._on_event(run, e)))
         try:
             if not await self._started(run, moving):
                 return
         except BaseException:  # shut down (or the store failed) before it was running
             run.agent.cancel()
-            await asyncio.gather(run.agent, return_exceptions=True)
+            # Let the move settle, so the drain's requeue sees the task as it is stored.
+            await asyncio.gather(run.agent, moving, return_exceptions=True)
             raise
         if run.cancel_reason is not None:  # cancelled while it was starting
             run.agent.cancel()

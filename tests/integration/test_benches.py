@@ -19,7 +19,7 @@ HTTP_KEYS = ["hello_rps", "get_employee_rps", "health_rps", "read_vs_hello_ratio
              "list100_rps", "list100_vs_hello_ratio", "hire_vs_hello_ratio",
              "assign_vs_hello_ratio", "read_cpu_vs_hello_ratio", "hello_cpu_us_per_req",
              "uvloop_speedup", "orjson_speedup", "uvloop_cpu_speedup", "orjson_cpu_speedup",
-             "ablation_uvloop_orjson_list100_rps", "ablation_asyncio_stdlib_get_employee_rps"]
+             "ablation_uvloop_orjson_health_rps", "ablation_asyncio_stdlib_get_employee_rps"]
 
 
 @pytest.mark.timeout(180)
