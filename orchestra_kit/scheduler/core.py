@@ -230,6 +230,10 @@ class Scheduler(TaskExecution):
             **self._counts,
         }
 
+    def live_task(self, task_id: int) -> Task | None:
+        """The task as this scheduler holds it while queued or running (else None)."""
+        return self._live.get(task_id)
+
     @property
     def running_count(self) -> int:
         """Tasks holding a slot now (cheap: for /health on every call)."""
