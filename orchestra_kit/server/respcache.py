@@ -22,9 +22,10 @@ from aiohttp import hdrs, web
 
 from . import codec
 
-__all__ = ["GZIP_LEVEL", "EncodedCache"]
+__all__ = ["GZIP_LEVEL", "MAX_BYTES", "EncodedCache"]
 
 GZIP_LEVEL = 5  # aiohttp's own level would be 6 for a few % smaller bodies, every time
+MAX_BYTES = 64 * 2**20  # encoded bodies kept at most (a gzip form adds a fraction)
 
 
 class _Entry:
@@ -41,8 +42,10 @@ class EncodedCache:
     """LRU of encoded answers keyed by query, validated by the store's generations."""
 
     def __init__(self, *, max_entries: int, gzip_min_bytes: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 max_bytes: int = MAX_BYTES, clock: Callable[[], float] = time.monotonic) -> None:
         self._max = max_entries
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._gzip_min = gzip_min_bytes
         self._clock = clock
         self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
@@ -67,10 +70,15 @@ class EncodedCache:
         return self._response(request, entry)
 
     def _put(self, key: Hashable, entry: _Entry) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= _size(old)
         self._entries[key] = entry
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+        self._bytes += _size(entry)
+        while self._entries and (len(self._entries) > self._max
+                                 or self._bytes > self._max_bytes):
+            _, evicted = self._entries.popitem(last=False)
+            self._bytes -= _size(evicted)
 
     def _response(self, request: web.Request, entry: _Entry) -> web.Response:
         body = entry.body
@@ -89,4 +97,8 @@ class EncodedCache:
         """Hits, misses and size (for /performance)."""
         total = self.hits + self.misses
         return {"hits": self.hits, "misses": self.misses, "size": len(self._entries),
-                "hit_ratio": self.hits / total if total else 0.0}
+                "bytes": self._bytes, "hit_ratio": self.hits / total if total else 0.0}
+
+
+def _size(entry: _Entry) -> int:
+    return len(entry.body)
