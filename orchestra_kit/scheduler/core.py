@@ -65,6 +65,8 @@ class Scheduler(TaskExecution):
         self._progress = ProgressWriter(workspace_root, enabled=settings.progress_files)
         self._wake: asyncio.Event | None = None
         self._dispatcher: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._progress_due: dict[int, int] = {}
         self._rng = random.Random(seed)
         self._state = "new"
         self._counts = {"completed": 0, "failed": 0, "cancelled": 0, "timed_out": 0,
@@ -96,6 +98,7 @@ class Scheduler(TaskExecution):
         self._wake = asyncio.Event()
         self._state = "running"
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="scheduler-dispatch")
+        self._flusher = asyncio.create_task(self._flush_progress_loop(), name="scheduler-progress")
         self._wake.set()
 
     async def aclose(self) -> None:
@@ -107,9 +110,10 @@ class Scheduler(TaskExecution):
         for handle in self._timers:
             handle.cancel()
         self._timers.clear()
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
-            await asyncio.gather(self._dispatcher, return_exceptions=True)
+        for loop_task in (self._dispatcher, self._flusher):
+            if loop_task is not None:
+                loop_task.cancel()
+                await asyncio.gather(loop_task, return_exceptions=True)
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=self._settings.shutdown_grace_s)
             for run_task in pending:

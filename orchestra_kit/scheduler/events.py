@@ -155,6 +155,11 @@ class ProgressWriter:
         self._root = root
         self._enabled = enabled
 
+    @property
+    def enabled(self) -> bool:
+        """Whether progress files are written at all."""
+        return self._enabled
+
     def workspace(self, employee: str) -> Path:
         """The employee's folder (names are validated, so this cannot escape the root)."""
         return self._root / employee

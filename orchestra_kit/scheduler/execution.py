@@ -59,6 +59,7 @@ class TaskExecution:
     _rng: random.Random
     _state: str
     _counts: dict[str, int]
+    _progress_due: dict[int, int]  # task id -> latest progress not yet written
 
     def _enqueue(self, task: Task) -> None:
         raise NotImplementedError  # Scheduler's
@@ -143,7 +144,7 @@ class TaskExecution:
             project_root=self._project_root,
             timeout_s=self._settings.task_timeout_s,
         )
-        run.last_persist = time.monotonic()  # no progress write before the interval
+        run.last_persist = time.monotonic()  # current_task.md only past the interval
         run.agent = asyncio.ensure_future(self._backend.run(request, lambda e: self._on_event(run, e)))
         try:
             if not await self._started(run, moving):
@@ -218,18 +219,42 @@ class TaskExecution:
             self._hub.publish(TaskEvent(task.id, event.kind, str(TaskStatus.RUNNING), progress,
                                         {k: v for k, v in (("path", event.path), ("text", event.text),
                                                            ("tokens", event.tokens)) if v is not None}))
+        # 100 % is written by the move to completed; in between, the latest percentage
+        # of every running task goes to the store in one write per interval.
+        if event.kind == "progress" and event.progress is not None and event.progress < 100:
+            self._progress_due[task.id] = event.progress
+
+    async def _flush_progress_loop(self) -> None:
+        """One writer of progress for all running tasks: every interval, the latest
+        percentage of each in one write (not a write and an asyncio task per task)."""
+        interval = max(self._settings.progress_persist_interval_s, 0.01)
+        while True:
+            await asyncio.sleep(interval)
+            self._start_progress_files(interval)
+            if not self._progress_due:
+                continue
+            due, self._progress_due = self._progress_due, {}
+            many = getattr(self._store, "set_progress_many", None)
+            try:
+                if many is not None:
+                    await many(due)
+                else:  # a store without the batch method: one write each
+                    for task_id, pct in due.items():
+                        await self._store.set_progress(task_id, pct)
+            except OrchestraError as e:
+                log.warning("progress of %d task(s) not recorded: %s", len(due), e)
+
+    def _start_progress_files(self, interval_s: float) -> None:
+        """current_task.md for each running task older than the interval: a task shorter
+        than that gets only its archive at the end (two file writes and thread hops fewer
+        per short task), a long one its file within an interval of starting."""
+        if not self._progress.enabled:
+            return
         now = time.monotonic()
-        if run.progress_file is None and (
-                now - run.last_persist >= self._settings.progress_persist_interval_s):
-            # A task shorter than the interval never gets a current_task.md, only its
-            # archive at the end: two file writes (and thread hops) fewer per short task.
-            run.progress_file = self._spawn(self._progress.start(task))
-        # 100 % is written by the move to completed; in between, at most one write per
-        # interval keeps progress durable without a write per event.
-        if (event.kind == "progress" and event.progress is not None and event.progress < 100
-                and now - run.last_persist >= self._settings.progress_persist_interval_s):
-            run.last_persist = now
-            self._spawn(self._store.set_progress(task.id, event.progress))
+        for run in self._runs.values():
+            if (run.progress_file is None and run.task.status == TaskStatus.RUNNING
+                    and now - run.last_persist >= interval_s):
+                run.progress_file = self._spawn(self._progress.start(run.task))
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         t: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -248,6 +273,7 @@ class TaskExecution:
             self._counts[str(status)] = self._counts.get(str(status), 0) + 1
         run.task = task
         self._live.pop(task.id, None)
+        self._progress_due.pop(task.id, None)
         if run.progress_file is not None:  # the archive removes it: never write it after
             await asyncio.gather(run.progress_file, return_exceptions=True)
         await self._progress.finish(task, list(files) or run.files_touched)

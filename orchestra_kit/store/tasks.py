@@ -243,6 +243,19 @@ class TaskAPI(StoreBase):
 
         await self._write(op, _TASKS, savepoint=False)
 
+    async def set_progress_many(self, progress: Mapping[int, int]) -> None:
+        """Record the progress of many running tasks in one write; a task that is no
+        longer running keeps what its end wrote (a late flush never undoes a 100 %)."""
+        for task_id, pct in progress.items():
+            if isinstance(pct, bool) or not isinstance(pct, int) or not 0 <= pct <= 100:
+                raise ValidationError(f"progress[{task_id}]",
+                                      f"must be an integer 0-100, got {pct!r}", value=pct)
+        rows = [(pct, task_id) for task_id, pct in progress.items()]
+        if rows:
+            await self._write(lambda c: c.executemany(
+                "UPDATE tasks SET progress = ? WHERE id = ? AND status = 'running'", rows),
+                _TASKS)
+
     async def recover(self, *, max_attempts: int) -> RecoveryReport:
         """Start-up: requeue (or fail, 'interrupted') tasks left running; free stale leases."""
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
