@@ -33,7 +33,7 @@ from .results import RunWriter, summarise_point
 from .spec import ExperimentSpec, SweepPoint, to_document
 from .target import open_target, service_settings
 from .workers import WorkerSlice, lab_client, run_workers, split
-from .workloads import make_workload
+from .workloads import Workload, make_workload
 
 __all__ = ["PointDone", "run_experiment", "service_settings", "settings_ceiling_rps"]
 
@@ -71,14 +71,13 @@ class _PointJob:
     log_path: Path | None
 
 
-async def _generate(job: _PointJob, url: str) -> LoadRun:
+async def _generate(job: _PointJob, url: str, workload: Workload) -> LoadRun:
     """Set the workload up, then drive it from this process or from worker processes."""
     load, spec = job.point.load, job.spec
     processes = spec.generator.count()
     client_kind = spec.generator.client_for(job.point.workload)
     async with lab_client(url, api_key=spec.target.api_key, connections=load.connections(),
                           kind=client_kind) as client:
-        workload = make_workload(job.point.workload, job.seed)
         await workload.setup(client)
         if processes == 1:
             return await run_load(workload.operation(client), load.to_model(),
@@ -121,12 +120,14 @@ def _bar(job: _PointJob, total: int) -> Any:
 
 async def _run_point(job: _PointJob) -> tuple[LoadRun, dict[str, Any]]:
     target_kind = job.spec.target.kind
-    try:
-        async with open_target(target_kind, url=job.spec.target.url,
-                               overrides=job.point.settings_overrides,
-                               log_path=job.log_path,
-                               start_timeout_s=job.spec.target.start_timeout_s) as target:
-            run = await _generate(job, target.url)
+    workload = make_workload(job.point.workload, job.seed)
+    try:  # the workload's environment (e.g. a fake Slack) wraps the target it configures
+        async with (workload.environment() as extra,
+                    open_target(target_kind, url=job.spec.target.url,
+                                overrides={**job.point.settings_overrides, **extra},
+                                log_path=job.log_path,
+                                start_timeout_s=job.spec.target.start_timeout_s) as target):
+            run = await _generate(job, target.url, workload)
     except (OrchestraError, OSError, aiohttp.ClientError, TimeoutError) as exc:
         log.warning("point %s repeat %s failed: %s", job.point.index, job.repeat, exc)
         run = LoadRun(records=[], started_wall=0.0, duration_s=0.0, dropped=0,

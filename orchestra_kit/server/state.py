@@ -44,6 +44,7 @@ class AppState:
     backend: Any = None
     llm_limiter: Any = None
     pool: Any = None
+    chat: Any = None  # the Slack adapter, when chat.enabled
     phase: Phase = Phase.STARTING
     drained: asyncio.Event | None = None
     #: Encoded answers of cached reads (None when the store's query cache is off).

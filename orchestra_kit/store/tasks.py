@@ -270,7 +270,7 @@ class TaskAPI(StoreBase):
         """Employees, active leases, pending requests and tasks per status.
 
         Row counts are kept by triggers in the ``row_counts`` table, in the transaction
-        of the write that changes them (schema step 2), so this reads a dozen rows
+        of the write that changes them (schema step 3), so this reads a dozen rows
         however many tasks the table holds; only active leases, which expire with time,
         are counted (from the small partial index of unreleased leases)."""
         now = self._clock()

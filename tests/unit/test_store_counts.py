@@ -1,4 +1,4 @@
-"""Row counts kept by triggers (schema step 2) always equal the rows counted, through
+"""Row counts kept by triggers (schema step 3) always equal the rows counted, through
 every kind of write, and a database made before the step gets them seeded."""
 
 from __future__ import annotations
