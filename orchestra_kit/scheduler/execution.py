@@ -88,14 +88,18 @@ class TaskExecution:
             return  # cancelled or fired meanwhile (the store's conditional move re-checks)
         if task.files and not await self._take_leases(task):
             return
-        # The move to running is queued for the writer and the agent started at once:
-        # its commit (a group-commit round trip) is off the critical path. Its outcome is
-        # awaited before anything else is written or announced, so "running" is only
-        # published once durable, and the end is written after it (docs/benchmarks.md,
-        # "What a task writes").
+        model = await self._model_for(task)
+        if run.cancel_reason is not None:  # cancelled (in the store) while it got ready
+            await self._forget(task.id)
+            return
+        # No await from here until the agent is started. The move to running is queued
+        # for the writer and the agent started at once: its commit (a group-commit round
+        # trip) is off the critical path. Its outcome is awaited before anything else is
+        # written or announced, so "running" is only published once durable, and the end
+        # is written after it (docs/benchmarks.md, "What a task writes").
         moving = asyncio.ensure_future(self._store.transition(
             task.id, TaskStatus.RUNNING, expect=TaskStatus.QUEUED, count_attempt=True))
-        await self._run_agent(run, moving)
+        await self._run_agent(run, moving, model)
 
     async def _started(self, run: _Run, moving: asyncio.Future[Task]) -> bool:
         """Wait for the move to running; on a conflict stop the agent and forget the task."""
@@ -126,18 +130,26 @@ class TaskExecution:
         if all(status in ("locked", "already_locked") for status in result.values()):
             return True
         await self._store.release_task_leases(task.id)
+        # Retry only a task the store still holds queued and nobody cancelled meanwhile:
+        # a cancel landing during this attempt must end it, not be lost in the retry.
+        current: Task = await self._store.get_task(task.id)
+        run = self._runs.get(task.id)
+        if current.status != TaskStatus.QUEUED or (run is not None and run.cancel_reason):
+            if current.terminal:
+                await self._forget(task.id)
+            return False
         held = {p: s for p, s in result.items() if s.startswith("locked_by")}
         self._hub.publish(TaskEvent(task.id, "status", str(task.status), 0, {"blocked": held}))
         self._retry_later(task, self._settings.retry_backoff_s or 0.5)
         return False
 
-    async def _run_agent(self, run: _Run, moving: asyncio.Future[Task]) -> None:
+    async def _run_agent(self, run: _Run, moving: asyncio.Future[Task], model: str) -> None:
         task = run.task
         request = AgentRequest(
             task_id=task.id,
             employee=task.employee,
             description=task.description,
-            model=await self._model_for(task),
+            model=model,
             mode=str(task.mode),
             files=task.files,
             workspace=self._progress.workspace(task.employee),
