@@ -26,6 +26,7 @@ opencode: $(OPENCODE_BIN)
 lint: $(STAMP)
 	$(BIN)/ruff check orchestra_kit tests notebooks
 	$(BIN)/mypy orchestra_kit
+	$(BIN)/lint-imports
 
 test: $(STAMP) $(OPENCODE_BIN) lint
 	$(BIN)/python -m pytest -q --nbmake --nbmake-timeout=300 tests notebooks

@@ -12,14 +12,14 @@ __all__ = ["main"]
 # `orchestra serve` does not pay for pandas and matplotlib.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("orchestra_kit.server.cli", "serve_main", "run the HTTP API"),
-    "fake-llm": ("orchestra_kit.fakellm", "cli_main", "run the OpenAI-compatible fake provider"),
+    "fake-llm": ("orchestra_kit.fakellm.cli", "cli_main", "run the OpenAI-compatible fake provider"),
     "run": ("orchestra_kit.lab.cli", "run_main", "run an experiment spec (TOML)"),
     "report": ("orchestra_kit.lab.cli", "report_main", "summary table + charts of a run"),
     "compare": ("orchestra_kit.lab.cli", "compare_main", "compare two runs; exit 1 on regression"),
 }
 BENCHES: dict[str, tuple[str, str]] = {
     "store": ("orchestra_kit.store.bench", "cli_main"),
-    "scheduler": ("orchestra_kit.scheduler_bench", "cli_main"),
+    "scheduler": ("orchestra_kit.scheduler.bench", "cli_main"),
     "http": ("orchestra_kit.server.bench", "cli_main"),
 }
 VERBS = ("hire", "fire", "employees", "assign", "task", "tasks", "stop", "cancel", "status",

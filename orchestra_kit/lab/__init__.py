@@ -1,1 +1,151 @@
-"""The lab: load generation, results on disk, analysis and charts for orchestra_kit."""
+"""The lab: load experiments against the service, results on disk, analysis and charts.
+
+What a notebook needs, by name (each imported on first use)::
+
+    from orchestra_kit.lab import load_spec, run_experiment, load_run, summary_table
+
+    spec = load_spec("experiments/concurrency_sweep.toml", {"repeats": 1})
+    run_dir = await run_experiment(spec)
+    summary_table(load_run(run_dir).points)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_getattr
+
+if TYPE_CHECKING:
+    from orchestra_kit.lab.analysis import (
+        KneeResult,
+        UslFit,
+        audit,
+        describe_run,
+        fit_usl,
+        fit_usl_points,
+        geometric_knee,
+        slo_knee,
+        summary_table,
+        throughput_knee,
+    )
+    from orchestra_kit.lab.compare import Comparison, compare
+    from orchestra_kit.lab.histogram import LatencyHistogram
+    from orchestra_kit.lab.loadgen import ClosedLoop, OpenLoop, run_load
+    from orchestra_kit.lab.plots import (
+        plot_before_after,
+        plot_distribution,
+        plot_latency,
+        plot_report,
+        plot_success,
+        plot_throughput,
+        plot_timeline,
+        save_figure,
+    )
+    from orchestra_kit.lab.report import Report, build_report, compare_runs
+    from orchestra_kit.lab.results import RunData, Slo, latest_run, load_run
+    from orchestra_kit.lab.seedtable import SeedTable, measure_seed_table
+    from orchestra_kit.lab.spec import ExperimentSpec, load_spec
+    from orchestra_kit.lab.sweep import PointDone, run_experiment, service_settings
+    from orchestra_kit.lab.widgets import (
+        LAB_DEFAULTS,
+        SETTINGS_KNOBS,
+        PanelRun,
+        TuningPanel,
+        watch_tasks,
+    )
+    from orchestra_kit.lab.workloads import make_workload
+
+__all__ = [
+    "LAB_DEFAULTS",
+    "SETTINGS_KNOBS",
+    "ClosedLoop",
+    "Comparison",
+    "ExperimentSpec",
+    "KneeResult",
+    "LatencyHistogram",
+    "OpenLoop",
+    "PanelRun",
+    "PointDone",
+    "Report",
+    "RunData",
+    "SeedTable",
+    "Slo",
+    "TuningPanel",
+    "UslFit",
+    "audit",
+    "build_report",
+    "compare",
+    "compare_runs",
+    "describe_run",
+    "fit_usl",
+    "fit_usl_points",
+    "geometric_knee",
+    "latest_run",
+    "load_run",
+    "load_spec",
+    "make_workload",
+    "measure_seed_table",
+    "plot_before_after",
+    "plot_distribution",
+    "plot_latency",
+    "plot_report",
+    "plot_success",
+    "plot_throughput",
+    "plot_timeline",
+    "run_experiment",
+    "run_load",
+    "save_figure",
+    "service_settings",
+    "slo_knee",
+    "summary_table",
+    "throughput_knee",
+    "watch_tasks",
+]
+
+_WHERE = {
+    "ClosedLoop": "orchestra_kit.lab.loadgen",
+    "Comparison": "orchestra_kit.lab.compare",
+    "ExperimentSpec": "orchestra_kit.lab.spec",
+    "KneeResult": "orchestra_kit.lab.analysis",
+    "LAB_DEFAULTS": "orchestra_kit.lab.widgets",
+    "LatencyHistogram": "orchestra_kit.lab.histogram",
+    "OpenLoop": "orchestra_kit.lab.loadgen",
+    "PanelRun": "orchestra_kit.lab.widgets",
+    "PointDone": "orchestra_kit.lab.sweep",
+    "Report": "orchestra_kit.lab.report",
+    "RunData": "orchestra_kit.lab.results",
+    "SETTINGS_KNOBS": "orchestra_kit.lab.widgets",
+    "SeedTable": "orchestra_kit.lab.seedtable",
+    "Slo": "orchestra_kit.lab.results",
+    "TuningPanel": "orchestra_kit.lab.widgets",
+    "UslFit": "orchestra_kit.lab.analysis",
+    "audit": "orchestra_kit.lab.analysis",
+    "build_report": "orchestra_kit.lab.report",
+    "compare": "orchestra_kit.lab.compare",
+    "compare_runs": "orchestra_kit.lab.report",
+    "describe_run": "orchestra_kit.lab.analysis",
+    "fit_usl": "orchestra_kit.lab.analysis",
+    "fit_usl_points": "orchestra_kit.lab.analysis",
+    "geometric_knee": "orchestra_kit.lab.analysis",
+    "latest_run": "orchestra_kit.lab.results",
+    "load_run": "orchestra_kit.lab.results",
+    "load_spec": "orchestra_kit.lab.spec",
+    "make_workload": "orchestra_kit.lab.workloads",
+    "measure_seed_table": "orchestra_kit.lab.seedtable",
+    "plot_before_after": "orchestra_kit.lab.plots",
+    "plot_distribution": "orchestra_kit.lab.plots",
+    "plot_latency": "orchestra_kit.lab.plots",
+    "plot_report": "orchestra_kit.lab.plots",
+    "plot_success": "orchestra_kit.lab.plots",
+    "plot_throughput": "orchestra_kit.lab.plots",
+    "plot_timeline": "orchestra_kit.lab.plots",
+    "run_experiment": "orchestra_kit.lab.sweep",
+    "run_load": "orchestra_kit.lab.loadgen",
+    "save_figure": "orchestra_kit.lab.plots",
+    "service_settings": "orchestra_kit.lab.sweep",
+    "slo_knee": "orchestra_kit.lab.analysis",
+    "summary_table": "orchestra_kit.lab.analysis",
+    "throughput_knee": "orchestra_kit.lab.analysis",
+    "watch_tasks": "orchestra_kit.lab.widgets",
+}
+__getattr__ = lazy_getattr(__name__, _WHERE)

@@ -21,8 +21,8 @@ from orchestra_kit.fakellm import (
     scripts_from_json,
     write_file_script,
 )
-from orchestra_kit.fakellm_protocol import BadRequest, parse_chat_request
-from orchestra_kit.fakellm_state import FifoGate
+from orchestra_kit.fakellm.protocol import BadRequest, parse_chat_request
+from orchestra_kit.fakellm.state import FifoGate
 
 FAST = {"ttft_ms": 1.0, "ttft_jitter_ms": 0.0, "tokens_per_s": 100_000.0}
 USER = [{"role": "user", "content": "hello"}]

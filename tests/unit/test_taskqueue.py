@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestra_kit.taskqueue import QueueEntry, ReadyQueue
+from orchestra_kit.scheduler.queue import QueueEntry, ReadyQueue
 
 
 def test_priority_then_fifo() -> None:

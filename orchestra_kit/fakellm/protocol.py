@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from orchestra_kit.fakellm_config import ScriptedReply
+from .config import ScriptedReply
 
 __all__ = [
     "BadRequest",

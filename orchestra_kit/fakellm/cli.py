@@ -12,7 +12,9 @@ from dataclasses import fields
 from typing import Any
 
 from orchestra_kit.errors import ConfigError
-from orchestra_kit.fakellm_config import FakeLLMConfig, scripts_from_json
+
+from .config import FakeLLMConfig, scripts_from_json
+from .server import FakeLLM
 
 __all__ = ["cli_main"]
 
@@ -91,8 +93,6 @@ def _config_from_args(args: argparse.Namespace) -> FakeLLMConfig:
 
 
 async def _serve(config: FakeLLMConfig, host: str, port: int) -> int:
-    from orchestra_kit.fakellm import FakeLLM  # the server module re-exports this one
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -38,14 +38,10 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from orchestra_kit.fakellm_cli import cli_main
-from orchestra_kit.fakellm_config import (
+from .config import (
     FakeLLMConfig,
-    ScriptedReply,
-    scripts_from_json,
-    write_file_script,
 )
-from orchestra_kit.fakellm_protocol import (
+from .protocol import (
     BadRequest,
     ChatRequest,
     completion_object,
@@ -54,24 +50,14 @@ from orchestra_kit.fakellm_protocol import (
     prompt_tokens,
     stream_chunks,
 )
-from orchestra_kit.fakellm_state import (
+from .state import (
     FakeLLMStats,
     FakeState,
     RequestLogEntry,
     RequestPlan,
 )
 
-__all__ = [
-    "FakeLLM",
-    "FakeLLMConfig",
-    "FakeLLMStats",
-    "RequestLogEntry",
-    "ScriptedReply",
-    "cli_main",
-    "make_app",
-    "scripts_from_json",
-    "write_file_script",
-]
+__all__ = ["FakeLLM", "make_app"]
 
 STATE_KEY = web.AppKey("fakellm_state", FakeState)
 _HANG_POLL_S = 0.05

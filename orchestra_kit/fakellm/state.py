@@ -17,8 +17,8 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from orchestra_kit.fakellm_config import FakeLLMConfig, ScriptedReply
-from orchestra_kit.fakellm_protocol import (
+from .config import FakeLLMConfig, ScriptedReply
+from .protocol import (
     ChatRequest,
     ReplyContent,
     assistant_turns,

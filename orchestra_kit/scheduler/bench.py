@@ -26,13 +26,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from .agents import HttpClientPool, OpenAIBackend, SimulatedBackend
-from .agents.base import AgentBackend, AgentRequest, AgentResult, Emit
-from .childproc import terminate
-from .config import AgentSettings, DatabaseSettings, OptimizationFlags, SchedulerSettings
-from .ratelimit import TokenBucket
-from .scheduler import Scheduler
-from .store import Store
+from ..agents import HttpClientPool, OpenAIBackend, SimulatedBackend
+from ..agents.base import AgentBackend, AgentRequest, AgentResult, Emit
+from ..childproc import terminate
+from ..config import AgentSettings, DatabaseSettings, OptimizationFlags, SchedulerSettings
+from ..ratelimit import TokenBucket
+from ..store import Store
+from .core import Scheduler
 
 __all__ = ["cli_main", "run_scheduler_bench"]
 

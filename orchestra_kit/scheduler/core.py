@@ -18,37 +18,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from .agents import model_for
-from .agents.base import AgentBackend, AgentEvent, AgentRequest, AgentResult
-from .config import AgentSettings, SchedulerSettings
-from .errors import AgentError, ConflictError, OrchestraError, ServiceUnavailableError
-from .models import TERMINAL_STATUSES, Task, TaskStatus
-from .scheduler_support import EventHub, ProgressWriter, TaskEvent
-from .taskqueue import QueueEntry, ReadyQueue
+from ..agents.base import AgentBackend
+from ..config import AgentSettings, SchedulerSettings
+from ..errors import ConflictError, OrchestraError, ServiceUnavailableError
+from ..models import TERMINAL_STATUSES, Task, TaskStatus
+from .events import EventHub, ProgressWriter, TaskEvent
+from .execution import TaskExecution, _placeholder, _Run
+from .queue import QueueEntry, ReadyQueue
 
 __all__ = ["Scheduler", "TaskEvent"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class _Run:
-    """A task being executed."""
-
-    task: Task
-    agent: asyncio.Future[AgentResult] | None = None
-    cancel_reason: str | None = None
-    last_persist: float = 0.0
-    files_touched: list[str] = field(default_factory=list)
-
-
-class Scheduler:
+class Scheduler(TaskExecution):
     """Runs queued tasks through ``backend``; an async context manager."""
 
     def __init__(
@@ -323,190 +310,3 @@ class Scheduler:
         self._queue.release(entry.employee)
         if self._wake is not None:
             self._wake.set()
-
-    async def _execute(self, entry: QueueEntry, run: _Run) -> None:
-        try:
-            await self._execute_inner(entry, run)
-        except asyncio.CancelledError:
-            await asyncio.shield(self._requeue_after_shutdown(run))
-            raise
-        except Exception:  # a bug or a store failure: never leave the task running
-            log.exception("task %s: unexpected failure", entry.task_id)
-            await asyncio.shield(self._end(run, TaskStatus.FAILED, error="internal error"))
-        finally:
-            await asyncio.shield(self._cleanup(run))
-            self._finish(entry)
-
-    async def _execute_inner(self, entry: QueueEntry, run: _Run) -> None:
-        task = self._live.get(entry.task_id) or await self._store.get_task(entry.task_id)
-        run.task = task
-        if task.status != TaskStatus.QUEUED:
-            await self._forget(task.id)
-            return  # cancelled or fired meanwhile (the store's conditional move re-checks)
-        if task.files and not await self._take_leases(task):
-            return
-        try:
-            task = await self._store.transition(
-                task.id, TaskStatus.RUNNING, expect=TaskStatus.QUEUED, count_attempt=True
-            )
-        except ConflictError:  # ended elsewhere meanwhile (cancelled, fired): forget it here
-            await self._forget(task.id)
-            return
-        run.task = task
-        run.last_persist = time.monotonic()
-        self._live[task.id] = task
-        self._counts["started"] += 1
-        self._hub.publish(TaskEvent.status_of(task))
-        await self._progress.start(task)
-        await self._run_agent(run)
-
-    async def _forget(self, task_id: int) -> None:
-        """Drop a task this scheduler will not run, telling subscribers where it stands."""
-        self._live.pop(task_id, None)
-        self._hub.publish(TaskEvent.status_of(await self._store.get_task(task_id)))
-
-    async def _take_leases(self, task: Task) -> bool:
-        result: dict[str, str] = await self._store.lock_files(
-            task.employee, list(task.files), description=task.description[:200], task_id=task.id
-        )
-        if all(status in ("locked", "already_locked") for status in result.values()):
-            return True
-        await self._store.release_task_leases(task.id)
-        held = {p: s for p, s in result.items() if s.startswith("locked_by")}
-        self._hub.publish(TaskEvent(task.id, "status", str(task.status), 0, {"blocked": held}))
-        self._retry_later(task, self._settings.retry_backoff_s or 0.5)
-        return False
-
-    async def _run_agent(self, run: _Run) -> None:
-        task = run.task
-        request = AgentRequest(
-            task_id=task.id,
-            employee=task.employee,
-            description=task.description,
-            model=await self._model_for(task),
-            mode=str(task.mode),
-            files=task.files,
-            workspace=self._progress.workspace(task.employee),
-            project_root=self._project_root,
-            timeout_s=self._settings.task_timeout_s,
-        )
-        run.agent = asyncio.ensure_future(self._backend.run(request, lambda e: self._on_event(run, e)))
-        if run.cancel_reason is not None:  # cancelled while it was taking its leases
-            run.agent.cancel()
-        try:
-            async with asyncio.timeout(self._settings.task_timeout_s):
-                result = await run.agent
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise  # we are being shut down, not cancelled by a user
-            await self._end(run, TaskStatus.CANCELLED, error=run.cancel_reason or "cancelled")
-        except TimeoutError:
-            await self._end(run, TaskStatus.TIMED_OUT, error=f"timed out after {self._settings.task_timeout_s:g} s")
-        except AgentError as e:
-            await self._on_agent_error(run, e)
-        else:
-            await self._end(run, TaskStatus.COMPLETED, result=result.summary or "done",
-                            files=result.files_touched)
-
-    async def _model_for(self, task: Task) -> str:
-        if task.model:
-            return task.model
-        try:
-            smartness = str((await self._store.get_employee(task.employee)).smartness)
-        except OrchestraError:  # fired meanwhile: the store's state move will refuse it
-            smartness = "normal"
-        return model_for(self._agents, smartness, None)
-
-    async def _on_agent_error(self, run: _Run, error: AgentError) -> None:
-        task = run.task
-        if error.retryable and task.attempts < self._settings.max_attempts:
-            try:
-                requeued = await self._store.transition(task.id, TaskStatus.QUEUED, expect=TaskStatus.RUNNING,
-                                                        error=f"attempt {task.attempts}: {error.message}")
-            except ConflictError:
-                return
-            self._counts["retries"] += 1
-            self._live[requeued.id] = requeued
-            self._hub.publish(TaskEvent.status_of(requeued))
-            delay = min(self._settings.retry_backoff_max_s, self._settings.retry_backoff_s * 2 ** (task.attempts - 1))
-            self._retry_later(requeued, delay * (0.5 + self._rng.random() / 2))
-            return
-        await self._end(run, TaskStatus.FAILED, error=error.message)
-
-    def _retry_later(self, task: Task, delay_s: float) -> None:
-        loop = asyncio.get_running_loop()
-
-        def fire() -> None:
-            self._timers.discard(handle)
-            if self._state == "running":
-                self._enqueue(task)
-
-        handle = loop.call_later(delay_s, fire)
-        self._timers.add(handle)
-
-    def _on_event(self, run: _Run, event: AgentEvent) -> None:
-        task = run.task
-        if event.kind == "file" and event.path:
-            run.files_touched.append(event.path)
-        progress = event.progress if event.progress is not None else 0
-        self._hub.publish(TaskEvent(task.id, event.kind, str(TaskStatus.RUNNING), progress,
-                                    {k: v for k, v in (("path", event.path), ("text", event.text),
-                                                       ("tokens", event.tokens)) if v is not None}))
-        if event.kind == "progress" and event.progress is not None:
-            now = time.monotonic()
-            # 100 % is written by the move to completed; in between, at most one write
-            # per interval keeps progress durable without a write per event.
-            if event.progress < 100 and (
-                    now - run.last_persist >= self._settings.progress_persist_interval_s):
-                run.last_persist = now
-                self._spawn(self._store.set_progress(task.id, event.progress))
-
-    def _spawn(self, coro: Any) -> None:
-        t = asyncio.ensure_future(coro)
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
-        t.add_done_callback(_log_failure)
-
-    async def _end(self, run: _Run, status: TaskStatus, *, result: str | None = None,
-                   error: str | None = None, files: Sequence[str] = ()) -> None:
-        try:
-            task: Task = await self._store.transition(run.task.id, status, result=result, error=error)
-        except ConflictError:  # already ended elsewhere (fired): report what the store holds
-            task = await self._store.get_task(run.task.id)
-        else:
-            self._counts[str(status)] = self._counts.get(str(status), 0) + 1
-        run.task = task
-        self._live.pop(task.id, None)
-        await self._progress.finish(task, list(files) or run.files_touched)
-        self._hub.publish(TaskEvent.status_of(task))
-
-    async def _requeue_after_shutdown(self, run: _Run) -> None:
-        try:  # re-read: the move to running may have committed as we were cancelled
-            current: Task = await self._store.get_task(run.task.id)
-            if current.status != TaskStatus.RUNNING:
-                return
-            task = await self._store.transition(run.task.id, TaskStatus.QUEUED, expect=TaskStatus.RUNNING,
-                                                error="requeued at shutdown")
-        except (ConflictError, OrchestraError):
-            return
-        self._counts["requeued"] += 1
-        run.task = task
-        self._hub.publish(TaskEvent.status_of(task))
-
-    async def _cleanup(self, run: _Run) -> None:
-        if not run.task.files:
-            return  # leases are only ever taken for a task's files
-        try:
-            await self._store.release_task_leases(run.task.id)
-        except OrchestraError:
-            log.warning("task %s: could not release its leases", run.task.id, exc_info=True)
-
-
-def _placeholder(entry: QueueEntry) -> Task:
-    return Task(id=entry.task_id, employee=entry.employee, description="-", priority=-entry.neg_priority)
-
-
-def _log_failure(t: asyncio.Future[Any]) -> None:
-    if not t.cancelled() and t.exception() is not None:
-        log.warning("background store write failed: %s", t.exception())

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .models import Task
-from .progress import CHECKBOXES, FileProgress, ProgressDoc, render
+from ..models import Task
+from ..progress import CHECKBOXES, FileProgress, ProgressDoc, render
 
 __all__ = ["EventHub", "ProgressWriter", "TaskEvent"]
 
