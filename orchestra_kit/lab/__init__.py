@@ -42,6 +42,12 @@ if TYPE_CHECKING:
         save_figure,
     )
     from orchestra_kit.lab.report import Report, build_report, compare_runs
+    from orchestra_kit.lab.report_html import (
+        ReportLink,
+        html_report,
+        write_compare_html,
+        write_html_report,
+    )
     from orchestra_kit.lab.results import RunData, Slo, latest_run, load_run
     from orchestra_kit.lab.seedtable import SeedTable, measure_seed_table
     from orchestra_kit.lab.spec import ExperimentSpec, load_spec
@@ -67,6 +73,7 @@ __all__ = [
     "PanelRun",
     "PointDone",
     "Report",
+    "ReportLink",
     "RunData",
     "SeedTable",
     "Slo",
@@ -80,6 +87,7 @@ __all__ = [
     "fit_usl",
     "fit_usl_points",
     "geometric_knee",
+    "html_report",
     "latest_run",
     "load_run",
     "load_spec",
@@ -100,6 +108,8 @@ __all__ = [
     "summary_table",
     "throughput_knee",
     "watch_tasks",
+    "write_compare_html",
+    "write_html_report",
 ]
 
 _WHERE = {
@@ -113,6 +123,7 @@ _WHERE = {
     "PanelRun": "orchestra_kit.lab.widgets",
     "PointDone": "orchestra_kit.lab.sweep",
     "Report": "orchestra_kit.lab.report",
+    "ReportLink": "orchestra_kit.lab.report_html",
     "RunData": "orchestra_kit.lab.results",
     "SETTINGS_KNOBS": "orchestra_kit.lab.widgets",
     "SeedTable": "orchestra_kit.lab.seedtable",
@@ -127,6 +138,7 @@ _WHERE = {
     "fit_usl": "orchestra_kit.lab.analysis",
     "fit_usl_points": "orchestra_kit.lab.analysis",
     "geometric_knee": "orchestra_kit.lab.analysis",
+    "html_report": "orchestra_kit.lab.report_html",
     "latest_run": "orchestra_kit.lab.results",
     "load_run": "orchestra_kit.lab.results",
     "load_spec": "orchestra_kit.lab.spec",
@@ -147,5 +159,7 @@ _WHERE = {
     "summary_table": "orchestra_kit.lab.analysis",
     "throughput_knee": "orchestra_kit.lab.analysis",
     "watch_tasks": "orchestra_kit.lab.widgets",
+    "write_compare_html": "orchestra_kit.lab.report_html",
+    "write_html_report": "orchestra_kit.lab.report_html",
 }
 __getattr__ = lazy_getattr(__name__, _WHERE)

@@ -100,8 +100,10 @@ class TuningPanel:
 
         self.workload = labelled(w.Dropdown(options=list(WORKLOAD_KINDS), value="hire",
                                             description="Workload"), "workload.kind")
-        self.model = labelled(w.ToggleButtons(options=["closed", "open"], value="closed",
-                                              description="Load model"), "load.model")
+        self.model = w.ToggleButtons(options=["closed", "open"], value="closed",
+                                     description="Load model", tooltip="load.model",
+                                     style={"description_width": "170px", "button_width": "62px"},
+                                     layout=w.Layout(width="320px"))
         self.levels = labelled(w.Text(value="2, 8", description="Levels (users or req/s)",
                                       placeholder="e.g. 2, 8, 32"),
                                "load.users (closed: whole numbers) or load.rate_rps (open)")
@@ -110,6 +112,7 @@ class TuningPanel:
         self.label = labelled(w.Text(value="", description="Run label", placeholder="(auto)"),
                               "a name for this run in the table and the chart")
         self.levels.add_class("orchestra-levels")
+        self.duration_s.add_class("orchestra-duration")
 
     def _build_output_widgets(self) -> None:
         self.run_button = w.Button(description="Run", button_style="primary", icon="play",
@@ -264,8 +267,9 @@ class TuningPanel:
             self.progress.bar_style = "warning"
             self.status.value = (f"<b style='color:#ff7f0e'>Stopped</b> after {points} point(s); "
                                  f"saved in <code>{html.escape(str(run_dir))}</code>")
+        chosen = tuple(self.runs_select.value)  # new options clear the selection: keep it
         self.runs_select.options = [(r.label, i) for i, r in enumerate(self.runs)]
-        self.runs_select.value = (*self.runs_select.value, len(self.runs) - 1)  # redraws
+        self.runs_select.value = (*chosen, len(self.runs) - 1)  # redraws
         self._refresh_table()
         return run
 

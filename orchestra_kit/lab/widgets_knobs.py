@@ -27,6 +27,7 @@ class Knob:
     key: str
     group: str
     label: str
+    note: str = ""
 
 
 #: Knobs in display order, grouped (Load holds the HTTP rate limit the clients meet).
@@ -43,7 +44,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("flags.enable_batch_operations", "Flags", "Batch operations"),
     Knob("flags.enable_query_caching", "Flags", "Query caching"),
     Knob("flags.enable_async_llm_processing", "Flags", "Async LLM processing"),
-    Knob("server.requests_per_minute", "Load", "Server limit (req/min, 0 = off)"),
+    Knob("server.requests_per_minute", "Load", "Server limit (req/min)", "0 = no limit"),
 )
 
 #: The Settings keys the panel exposes, in display order.
@@ -72,24 +73,28 @@ def _fmt(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def tooltip(key: str) -> str:
+def tooltip(key: str, note: str = "") -> str:
     """``"database.batch_size — default 100"`` (plus the panel's start value if it differs)."""
     default = Settings().flat()[key]
     text = f"{key} — default {_fmt(default)}"
     if key in LAB_DEFAULTS and LAB_DEFAULTS[key] != default:
         text += f"; the panel starts at {_fmt(LAB_DEFAULTS[key])} (LAB_DEFAULTS)"
-    return text
+    return f"{text} ({note})" if note else text
 
 
 def knob_widget(knob: Knob, value: Any) -> w.Widget:
     """A Checkbox / IntText / FloatText labelled for people, with the key in its tooltip."""
-    common: dict[str, Any] = {"description": knob.label, "tooltip": tooltip(knob.key),
-                              "style": _STYLE, "layout": w.Layout(width="300px")}
+    common: dict[str, Any] = {"description": knob.label, "tooltip": tooltip(knob.key, knob.note)}
     if isinstance(value, bool):
-        return w.Checkbox(value=value, indent=True, **common)
-    if isinstance(value, int):
-        return w.IntText(value=value, **common)
-    return w.FloatText(value=float(value), **common)
+        widget: w.Widget = w.Checkbox(value=value, indent=False, layout=w.Layout(width="230px"),
+                                      style={"description_width": "initial"}, **common)
+    elif isinstance(value, int):
+        widget = w.IntText(value=value, style=_STYLE, layout=w.Layout(width="300px"), **common)
+    else:
+        widget = w.FloatText(value=float(value), style=_STYLE, layout=w.Layout(width="300px"),
+                             **common)
+    widget.add_class(f"orchestra-knob-{knob.key.replace('.', '-')}")
+    return widget
 
 
 def parse_levels(text: str, model: str) -> list[int] | list[float]:

@@ -49,6 +49,10 @@ def panel_figure(series: Sequence[tuple[str, pd.DataFrame]], *, load_label: str)
         lat.plot(agg["load"], agg["p50_ms"], "o:", color=color, alpha=0.7)
         tput.plot(agg["load"], agg["throughput_rps"], "o-", color=color)
         drawn = True
+    loads = sorted({float(v) for _, pts in series if "load" in pts for v in pts["load"]})
+    if 0 < len(loads) <= 10:
+        for ax in (lat, tput):
+            ax.set_xticks(loads, [f"{v:g}" for v in loads])
     if drawn:
         lat.set_yscale("log")
         plain_log(lat.yaxis)
@@ -93,7 +97,8 @@ def runs_html(rows: Sequence[dict[str, Any]]) -> str:
     """The runs table as HTML (status coloured; newest run last)."""
     if not rows:
         return "<p class='orchestra-empty'><i>No runs yet.</i></p>"
-    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{html.escape(c)}</th>"
+    head = "".join(f"<th style='text-align:left;padding:2px 8px;white-space:nowrap'>"
+                   f"{html.escape(c)}</th>"
                    for c in RUN_COLUMNS)
     body = []
     for row in rows:

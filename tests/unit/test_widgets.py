@@ -177,3 +177,14 @@ async def test_stop_cancels_cleanly_and_keeps_the_partial_run(tmp_path: Path) ->
     assert not panel.running and panel.stop_button.disabled and not panel.run_button.disabled
     assert "Stopped" in panel.status.value and "data-status='stopped'" in panel.table.value
     assert panel.task.done() and not panel.task.cancelled()
+
+
+def test_each_recorded_run_joins_the_overlay_selection(tmp_path: Path) -> None:
+    panel = TuningPanel(results_root=tmp_path)
+    spec = panel.build_spec()
+    for i in range(3):
+        (tmp_path / f"r{i}").mkdir()
+        panel._record(spec, tmp_path / f"r{i}", "complete")
+    assert panel.runs_select.value == (0, 1, 2)
+    assert [r.label for r in panel.runs] == ["run 1: hire, 2, 8", "run 2: hire, 2, 8",
+                                             "run 3: hire, 2, 8"]
