@@ -68,7 +68,8 @@ def _kv_table(rows: Iterable[tuple[str, Any]], cls: str = "meta") -> str:
 def _frame(df: pd.DataFrame) -> str:
     if df.empty:
         return "<p><i>No rows.</i></p>"
-    return str(df.to_html(index=False, na_rep="—", border=0, classes="data"))
+    table = df.to_html(index=False, na_rep="—", border=0, classes="data")
+    return f"<div style='overflow-x:auto'>{table}</div>"
 
 
 def _flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

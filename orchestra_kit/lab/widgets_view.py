@@ -109,6 +109,8 @@ def runs_html(rows: Sequence[dict[str, Any]]) -> str:
             if col == "status":
                 color = _STATUS_COLORS.get(str(value), "#333")
                 text = f"<b style='color:{color}'>{text}</b>"
+            elif col == "run_dir":  # the run id; the whole path on hover
+                text = f"<span title='{text}'>{html.escape(Path(str(value)).name)}</span>"
             cells.append(f"<td style='padding:2px 8px'>{text}</td>")
         body.append(f"<tr data-status='{html.escape(str(row.get('status')))}'>{''.join(cells)}</tr>")
     return ("<table class='orchestra-runs-table' style='border-collapse:collapse'>"

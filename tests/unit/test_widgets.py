@@ -56,12 +56,14 @@ async def test_run_records_the_knob_values(tmp_path: Path) -> None:
     assert panel.progress.value == panel.progress.max == 2
     assert not panel.run_button.disabled and panel.stop_button.disabled
     assert (run.label, 0) in panel.runs_select.options and panel.runs_select.value == (0,)
-    assert str(run.run_dir) in panel.table.value and "complete" in panel.table.value
+    assert f"title='{run.run_dir}'>{run.run_dir.name}<" in panel.table.value
+    assert "data-status='complete'" in panel.table.value
     assert panel.last_error == ""
     assert run.status == "complete" and run.points == 2
     assert "settings" not in repr(run) and run.label in repr(run)  # concise, no wall of text
     table = panel.runs_table()
     assert list(table["status"]) == ["complete"] and list(table["points"]) == [2]
+    assert list(table["run_dir"]) == [str(run.run_dir)]
 
 
 async def test_button_click_runs_in_a_panel_task(tmp_path: Path) -> None:
