@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from orchestra_kit.lab.report import Report, build_report, compare_runs
     from orchestra_kit.lab.report_html import (
         ReportLink,
+        compare_report,
         html_report,
         write_compare_html,
         write_html_report,
@@ -82,6 +83,7 @@ __all__ = [
     "audit",
     "build_report",
     "compare",
+    "compare_report",
     "compare_runs",
     "describe_run",
     "fit_usl",
@@ -133,6 +135,7 @@ _WHERE = {
     "audit": "orchestra_kit.lab.analysis",
     "build_report": "orchestra_kit.lab.report",
     "compare": "orchestra_kit.lab.compare",
+    "compare_report": "orchestra_kit.lab.report_html",
     "compare_runs": "orchestra_kit.lab.report",
     "describe_run": "orchestra_kit.lab.analysis",
     "fit_usl": "orchestra_kit.lab.analysis",

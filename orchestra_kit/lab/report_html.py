@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .compare import Comparison
     from .report import Report
 
-__all__ = ["ReportLink", "compare_html", "html_report", "report_html", "settings_changed", "write_compare_html",
+__all__ = ["ReportLink", "compare_html", "compare_report", "html_report", "report_html", "settings_changed", "write_compare_html",
            "write_html_report"]
 
 REPORT_FILE = "report.html"
@@ -213,6 +213,12 @@ def write_compare_html(base_dir: str | Path, new_dir: str | Path,
     out = Path(path) if path else Path(new_dir) / COMPARE_FILE
     out.write_text(compare_html(base_dir, new_dir, comparisons), encoding="utf-8")
     return out
+
+
+def compare_report(base_dir: str | Path, new_dir: str | Path,
+                   comparisons: Sequence[Comparison]) -> ReportLink:
+    """Write ``NEW/compare.html`` and return a link a notebook shows."""
+    return ReportLink(write_compare_html(base_dir, new_dir, comparisons))
 
 
 @dataclass(frozen=True)
