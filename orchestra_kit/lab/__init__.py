@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         throughput_knee,
     )
     from orchestra_kit.lab.compare import Comparison, compare
+    from orchestra_kit.lab.genbench import measure_generator
     from orchestra_kit.lab.histogram import LatencyHistogram
     from orchestra_kit.lab.loadgen import ClosedLoop, OpenLoop, run_load
     from orchestra_kit.lab.plots import (
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
         TuningPanel,
         watch_tasks,
     )
+    from orchestra_kit.lab.workers import WorkerSlice, run_worker_slice
     from orchestra_kit.lab.workloads import make_workload
 
 __all__ = [
@@ -80,6 +82,7 @@ __all__ = [
     "Slo",
     "TuningPanel",
     "UslFit",
+    "WorkerSlice",
     "audit",
     "build_report",
     "compare",
@@ -94,6 +97,7 @@ __all__ = [
     "load_run",
     "load_spec",
     "make_workload",
+    "measure_generator",
     "measure_seed_table",
     "plot_before_after",
     "plot_distribution",
@@ -104,6 +108,7 @@ __all__ = [
     "plot_timeline",
     "run_experiment",
     "run_load",
+    "run_worker_slice",
     "save_figure",
     "service_settings",
     "slo_knee",
@@ -132,6 +137,7 @@ _WHERE = {
     "Slo": "orchestra_kit.lab.results",
     "TuningPanel": "orchestra_kit.lab.widgets",
     "UslFit": "orchestra_kit.lab.analysis",
+    "WorkerSlice": "orchestra_kit.lab.workers",
     "audit": "orchestra_kit.lab.analysis",
     "build_report": "orchestra_kit.lab.report",
     "compare": "orchestra_kit.lab.compare",
@@ -146,6 +152,7 @@ _WHERE = {
     "load_run": "orchestra_kit.lab.results",
     "load_spec": "orchestra_kit.lab.spec",
     "make_workload": "orchestra_kit.lab.workloads",
+    "measure_generator": "orchestra_kit.lab.genbench",
     "measure_seed_table": "orchestra_kit.lab.seedtable",
     "plot_before_after": "orchestra_kit.lab.plots",
     "plot_distribution": "orchestra_kit.lab.plots",
@@ -156,6 +163,7 @@ _WHERE = {
     "plot_timeline": "orchestra_kit.lab.plots",
     "run_experiment": "orchestra_kit.lab.sweep",
     "run_load": "orchestra_kit.lab.loadgen",
+    "run_worker_slice": "orchestra_kit.lab.workers",
     "save_figure": "orchestra_kit.lab.plots",
     "service_settings": "orchestra_kit.lab.sweep",
     "slo_knee": "orchestra_kit.lab.analysis",
