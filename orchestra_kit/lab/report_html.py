@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from .analysis import audit
+from .audit import capacity_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -114,10 +115,10 @@ def _charts(paths: Sequence[Path]) -> str:
     return "".join(parts)
 
 
-def _audit_findings(points: pd.DataFrame) -> str:
+def _audit_findings(points: pd.DataFrame, manifest: Mapping[str, Any]) -> str:
     if points.empty:
         return "<p><i>No points to audit.</i></p>"
-    audited = points if "audit_ok" in points.columns else audit(points)
+    audited = audit(points, capacity=capacity_of(dict(manifest)))
     bad = audited[~audited["audit_ok"].astype(bool)]
     if bad.empty:
         return "<p class='ok'>Every point passed the self-audit (schedule lag, dropped " \
@@ -127,11 +128,19 @@ def _audit_findings(points: pd.DataFrame) -> str:
             f"describe the load generator rather than the service.</p>{_frame(bad[cols])}")
 
 
+def _by_priority(report: Report) -> list[tuple[str, str, str]]:
+    """The latency-by-priority section, when the run's tasks had priorities."""
+    table = getattr(report, "by_priority", None)
+    if table is None or table.empty:
+        return []
+    return [("priority", "Latency by task priority", _frame(table))]
+
+
 def _facts(manifest: Mapping[str, Any]) -> str:
     machine = manifest.get("machine") or {}
     return _kv_table([
         ("experiment", manifest.get("name", "?")), ("run", manifest.get("run_id", "?")),
-        ("status", manifest.get("status", "?")), ("started", manifest.get("started")),
+        ("status", manifest.get("status", "?")), ("target", manifest.get("target_kind", "?")), ("started", manifest.get("started")),
         ("finished", manifest.get("finished")), ("git sha", manifest.get("git_sha")),
         ("python", manifest.get("python")), ("machine", machine.get("platform")),
         ("cpus", machine.get("cpu_count")), ("seed", manifest.get("seed")),
@@ -149,8 +158,9 @@ def report_html(report: Report) -> str:
         ("run", "Run", _facts(m)),
         ("reading", "Reading", f"<p class='reading'>{html.escape(report.reading)}</p>"),
         ("summary", "Summary", _frame(report.table)),
+        *_by_priority(report),
         ("charts", "Charts", _charts(report.charts)),
-        ("audit", "Self-audit", _audit_findings(report.run.points)),
+        ("audit", "Self-audit", _audit_findings(report.run.points, m)),
         ("settings", "Settings that differ from the defaults", changed_html),
         ("spec", "Spec", f"<pre>{spec}</pre>"),
     ]

@@ -34,6 +34,7 @@ def _write_run(path: Path, *, scale: float = 1.0, few: bool = False, seed: int =
             mean_ms = load / x * 1000.0
             rows.append({"run_id": path.name, "point": i, "repeat": rep, "load": float(load),
                          "loop": "closed", "concurrency": load, "n": 5 if few else 500,
+                         "n_ok": 5 if few else 500,
                          "success_rate": 1.0, "throughput_rps": x, "p50_ms": mean_ms,
                          "p90_ms": 1.5 * mean_ms, "p99_ms": 2.5 * mean_ms,
                          "p999_ms": 3 * mean_ms, "lag_p99_ms": 0.1, "littles_residual": 0.01,
