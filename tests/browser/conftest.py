@@ -1,4 +1,7 @@
-"""Fixtures of the browser suite: one JupyterLab and one Chromium for the session.
+"""Fixtures of the browser suite: one JupyterLab and one Chromium per test module.
+
+Module scope on purpose: Playwright's sync API keeps its event loop running while it is
+open, so it must be closed before the asyncio tests of other modules run.
 
 The suite needs Debian's Chromium (``make setup`` installs it when missing) and the
 ``playwright`` Python package (the dev extra). Without them it fails under CI and is
@@ -38,7 +41,7 @@ def _missing() -> str:
     return ""
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Debian's Chromium, headless, driven by Playwright (never a downloaded browser)."""
     why = _missing()
@@ -52,7 +55,7 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """JupyterLab on 127.0.0.1 serving a temporary copy of notebooks/ and experiments/."""
     root = tmp_path_factory.mktemp("lab")
@@ -68,9 +71,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     setattr(item, f"rep_{report.when}", report)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab_tab(browser: Any, lab: Lab) -> Iterator[Any]:
-    """One tab for the session: JupyterLab loads once, notebooks open from its file browser."""
+    """One tab for the module: JupyterLab loads once, notebooks open from its file browser."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     yield context.new_page()
     context.close()
