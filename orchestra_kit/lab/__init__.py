@@ -28,6 +28,12 @@ if TYPE_CHECKING:
         summary_table,
         throughput_knee,
     )
+    from orchestra_kit.lab.chat_lab import (
+        chat_demo,
+        load_chat_run,
+        run_chat_point,
+        run_chat_sweep,
+    )
     from orchestra_kit.lab.compare import Comparison, compare
     from orchestra_kit.lab.genbench import measure_generator
     from orchestra_kit.lab.histogram import LatencyHistogram
@@ -42,6 +48,7 @@ if TYPE_CHECKING:
         plot_timeline,
         save_figure,
     )
+    from orchestra_kit.lab.plots_chat import plot_chat_latency
     from orchestra_kit.lab.report import Report, build_report, compare_runs
     from orchestra_kit.lab.report_html import (
         ReportLink,
@@ -85,6 +92,7 @@ __all__ = [
     "WorkerSlice",
     "audit",
     "build_report",
+    "chat_demo",
     "compare",
     "compare_report",
     "compare_runs",
@@ -94,18 +102,22 @@ __all__ = [
     "geometric_knee",
     "html_report",
     "latest_run",
+    "load_chat_run",
     "load_run",
     "load_spec",
     "make_workload",
     "measure_generator",
     "measure_seed_table",
     "plot_before_after",
+    "plot_chat_latency",
     "plot_distribution",
     "plot_latency",
     "plot_report",
     "plot_success",
     "plot_throughput",
     "plot_timeline",
+    "run_chat_point",
+    "run_chat_sweep",
     "run_experiment",
     "run_load",
     "run_worker_slice",
@@ -122,6 +134,11 @@ __all__ = [
 _WHERE = {
     "ClosedLoop": "orchestra_kit.lab.loadgen",
     "Comparison": "orchestra_kit.lab.compare",
+    "chat_demo": "orchestra_kit.lab.chat_lab",
+    "load_chat_run": "orchestra_kit.lab.chat_lab",
+    "plot_chat_latency": "orchestra_kit.lab.plots_chat",
+    "run_chat_point": "orchestra_kit.lab.chat_lab",
+    "run_chat_sweep": "orchestra_kit.lab.chat_lab",
     "ExperimentSpec": "orchestra_kit.lab.spec",
     "KneeResult": "orchestra_kit.lab.analysis",
     "LAB_DEFAULTS": "orchestra_kit.lab.widgets",
