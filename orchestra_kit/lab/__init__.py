@@ -34,7 +34,7 @@ if TYPE_CHECKING:
         run_chat_point,
         run_chat_sweep,
     )
-    from orchestra_kit.lab.compare import Comparison, compare
+    from orchestra_kit.lab.comparison import Comparison, compare
     from orchestra_kit.lab.genbench import measure_generator
     from orchestra_kit.lab.histogram import LatencyHistogram
     from orchestra_kit.lab.loadgen import ClosedLoop, OpenLoop, run_load
@@ -137,7 +137,7 @@ __all__ = [
 
 _WHERE = {
     "ClosedLoop": "orchestra_kit.lab.loadgen",
-    "Comparison": "orchestra_kit.lab.compare",
+    "Comparison": "orchestra_kit.lab.comparison",
     "chat_demo": "orchestra_kit.lab.chat_lab",
     "load_chat_run": "orchestra_kit.lab.chat_lab",
     "plot_chat_latency": "orchestra_kit.lab.plots_chat",
@@ -161,7 +161,7 @@ _WHERE = {
     "WorkerSlice": "orchestra_kit.lab.workers",
     "audit": "orchestra_kit.lab.analysis",
     "build_report": "orchestra_kit.lab.report",
-    "compare": "orchestra_kit.lab.compare",
+    "compare": "orchestra_kit.lab.comparison",
     "compare_report": "orchestra_kit.lab.report_html",
     "compare_runs": "orchestra_kit.lab.report",
     "describe_run": "orchestra_kit.lab.analysis",

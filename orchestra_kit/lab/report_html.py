@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from .analysis import audit
-from .audit import capacity_of
+from .selfaudit import capacity_of
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .compare import Comparison
+    from .comparison import Comparison
     from .report import Report
 
 __all__ = ["ReportLink", "compare_html", "compare_report", "html_report", "report_html", "settings_changed", "write_compare_html",
