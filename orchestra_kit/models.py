@@ -326,6 +326,7 @@ class Task:
     result: str | None = None
     error: str | None = None
     progress: int = 0
+    usage: dict[str, Any] | None = None  # what the agent run cost (agents/usage.py)
 
     @property
     def terminal(self) -> bool:

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
 import signal
+import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,8 @@ from ..config import AgentSettings
 from ..errors import AgentError, AgentTimeoutError, AgentUnavailableError, ProviderError
 from .base import Acquire, AgentEvent, AgentRequest, AgentResult, Emit
 from .opencode_events import PROVIDER_ERROR_MARKERS, OpencodeEventParser
+from .proctrack import ProcessTracker
+from .usage import AgentUsage
 
 __all__ = ["OPENCODE_VERSION", "OpencodeBackend", "build_prompt", "find_opencode"]
 
@@ -95,6 +100,7 @@ class OpencodeBackend:
                 "The opencode backend needs agents.base_url (an OpenAI-compatible URL such "
                 "as http://127.0.0.1:8000/v1); it is empty")
         self.running: dict[int, int] = {}  # task_id -> process (group) id, while running
+        self.sample_interval_s = 0.25  # process-tree sampling (agents/proctrack.py)
 
     def config_content(self, model: str) -> dict[str, Any]:
         """The ``OPENCODE_CONFIG_CONTENT`` document: one local provider, offline."""
@@ -138,37 +144,46 @@ class OpencodeBackend:
         """Run opencode for one task; AgentError / ProviderError / AgentTimeoutError on failure."""
         home = self.state_dir / request.employee
         await asyncio.to_thread(_make_dirs, request.workspace, home)
+        waited = time.perf_counter()
         if self._acquire is not None:
             await self._acquire()
+        waited = time.perf_counter() - waited
         parser = OpencodeEventParser(workspace=request.workspace.resolve(),
                                      project_root=request.project_root.resolve())
         stderr_tail: deque[bytes] = deque()
         emit(AgentEvent(kind="started"))
-        rc = await self._run_process(request, home, parser, stderr_tail, emit)
-        stderr_text = b"".join(stderr_tail).decode("utf-8", "replace")
-        _check_outcome(rc, parser, stderr_text)
+        tracker = ProcessTracker(interval_s=self.sample_interval_s)
+        try:
+            rc = await self._run_process(request, home, parser, stderr_tail, emit, tracker)
+            stderr_text = b"".join(stderr_tail).decode("utf-8", "replace")
+            _check_outcome(rc, parser, stderr_text)
+        except AgentError as err:
+            err.usage = _usage(tracker, parser, waited).to_dict()
+            raise
         emit(AgentEvent(kind="progress", progress=100))
         emit(AgentEvent(kind="finished"))
         return AgentResult(summary="\n".join(parser.texts).strip(),
                            files_touched=tuple(parser.files_touched),
-                           llm_calls=parser.steps, tokens_out=parser.tokens_out)
+                           llm_calls=parser.steps, tokens_out=parser.tokens_out,
+                           usage=_usage(tracker, parser, waited))
 
     async def _run_process(self, request: AgentRequest, home: Path,
                            parser: OpencodeEventParser, stderr_tail: deque[bytes],
-                           emit: Emit) -> int:
+                           emit: Emit, tracker: ProcessTracker) -> int:
+        tracker.t0 = time.perf_counter()  # start-up counts from the spawn
         proc = await asyncio.create_subprocess_exec(
             *self.argv(request), cwd=request.workspace, env=self.build_env(request, home),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, start_new_session=True, limit=_LINE_LIMIT)
         self.running[request.task_id] = proc.pid
         try:
-            async with asyncio.timeout(request.timeout_s) as scope:
-                async with asyncio.TaskGroup() as tg:
-                    assert proc.stdout is not None and proc.stderr is not None
-                    tg.create_task(_read_events(proc.stdout, parser, emit))
-                    tg.create_task(_read_tail(proc.stderr, stderr_tail))
-                    rc = await proc.wait()
-                    _signal_group(proc.pid, signal.SIGKILL)  # stragglers holding the pipes
+            async with (asyncio.timeout(request.timeout_s) as scope,
+                        tracker.sampling(proc.pid), asyncio.TaskGroup() as tg):
+                assert proc.stdout is not None and proc.stderr is not None
+                tg.create_task(_read_events(proc.stdout, parser, emit, tracker.mark_output))
+                tg.create_task(_read_tail(proc.stderr, stderr_tail))
+                rc = await proc.wait()
+                _signal_group(proc.pid, signal.SIGKILL)  # stragglers holding the pipes
             return rc
         except TimeoutError:
             await _terminate(proc)
@@ -181,6 +196,7 @@ class OpencodeBackend:
             await _terminate(proc)
             raise
         finally:
+            tracker.exit_code = proc.returncode
             self.running.pop(request.task_id, None)
 
     async def aclose(self) -> None:
@@ -194,7 +210,7 @@ def _make_dirs(workspace: Path, home: Path) -> None:
 
 
 async def _read_events(stream: asyncio.StreamReader, parser: OpencodeEventParser,
-                       emit: Emit) -> None:
+                       emit: Emit, on_line: Callable[[], None] = lambda: None) -> None:
     while True:
         try:
             raw = await stream.readline()
@@ -203,6 +219,7 @@ async def _read_events(stream: asyncio.StreamReader, parser: OpencodeEventParser
             continue
         if not raw:
             return
+        on_line()
         for event in parser.feed(raw.decode("utf-8", "replace")):
             emit(event)
 
@@ -287,6 +304,11 @@ async def _terminate(proc: asyncio.subprocess.Process) -> None:
             tree.update(_process_tree(pid))
         _signal_tree(proc.pid, tree, signal.SIGKILL)
     await proc.wait()
+
+
+def _usage(tracker: ProcessTracker, parser: OpencodeEventParser, waited_s: float) -> AgentUsage:
+    return dataclasses.replace(tracker.usage(), llm_calls=parser.steps,
+                               tokens_out=parser.tokens_out, bucket_wait_s=round(waited_s, 4))
 
 
 def _check_outcome(rc: int, parser: OpencodeEventParser, stderr_text: str) -> None:

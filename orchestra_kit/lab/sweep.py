@@ -21,7 +21,16 @@ from typing import Any
 import aiohttp
 
 from ..config import Settings
+from .agentstats import (
+    MachineSampler,
+    agent_point_columns,
+    append_agent_rows,
+    collect_task_rows,
+    count_files,
+    leftover_processes,
+)
 from .loadgen import LoadRun, run_load
+from .provider import FakeProviderProcess, fake_provider, provider_overrides
 from .results import RunWriter, summarise_point
 from .spec import ExperimentSpec, SweepPoint, to_document
 from .workloads import make_workload
@@ -55,14 +64,26 @@ def service_settings(overrides: dict[str, Any], workdir: Path) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def _target(spec: ExperimentSpec, point: SweepPoint) -> AsyncIterator[tuple[str, Settings | None]]:
+async def _provider(spec: ExperimentSpec, seed: int) -> AsyncIterator[FakeProviderProcess | None]:
+    if spec.provider.kind != "fake":
+        yield None
+        return
+    async with fake_provider(spec.provider, seed) as provider:
+        yield provider
+
+
+@contextlib.asynccontextmanager
+async def _target(spec: ExperimentSpec, point: SweepPoint,
+                  provider: FakeProviderProcess | None = None,
+                  ) -> AsyncIterator[tuple[str, Settings | None]]:
     if spec.target.kind == "url":
         yield spec.target.url, None
         return
     from ..server.app import Service  # the lab drives the public service
 
     with tempfile.TemporaryDirectory(prefix="orchestra-lab-") as tmp:
-        settings = service_settings(point.settings_overrides, Path(tmp))
+        overrides = {**point.settings_overrides, **provider_overrides(provider)}
+        settings = service_settings(overrides, Path(tmp))
         Path(settings.project_root).mkdir(parents=True, exist_ok=True)
         async with Service(settings) as service:
             yield service.url, settings
@@ -84,16 +105,35 @@ async def _run_point(spec: ExperimentSpec, point: SweepPoint, repeat: int, seed:
     load = point.load
     model = load.to_model()
     connections = load.users if load.model == "closed" else int(load.rate_rps * 2)
-    async with _target(spec, point) as (url, settings), _client(url, spec.target.api_key,
-                                                                  connections) as client:
-        workload = make_workload(point.workload, seed)
-        await workload.setup(client)
-        run = await run_load(workload.operation(client), model, duration_s=load.duration_s,
-                             max_requests=load.max_requests, seed=seed, progress=progress,
-                             label=label)
-        if settings is not None:
-            run.extra["settings"] = settings.flat()
-    return run, summarise_point(run, slo=spec.slo, params=_params(point))
+    agents: dict[str, Any] = {}
+    async with _provider(spec, seed) as provider:
+        async with _target(spec, point, provider) as (url, settings), _client(
+                url, spec.target.api_key, connections) as client:
+            workload = make_workload(point.workload, seed)
+            await workload.setup(client)
+            async with MachineSampler().sampling() as machine:
+                run = await run_load(workload.operation(client), model, duration_s=load.duration_s,
+                                     max_requests=load.max_requests, seed=seed,
+                                     progress=progress, label=label)
+            if settings is not None:
+                run.extra["settings"] = settings.flat()
+            if provider is not None:
+                agents = await _agent_columns(client, provider, machine, run, point, settings)
+        if settings is not None and provider is not None:
+            agents["leftover_processes"] = len(leftover_processes(settings.workspace_dir))
+    return run, summarise_point(run, slo=spec.slo, params=_params(point)) | agents
+
+
+async def _agent_columns(client: Any, provider: FakeProviderProcess, machine: MachineSampler,
+                         run: LoadRun, point: SweepPoint, settings: Settings | None,
+                         ) -> dict[str, Any]:
+    """The agent, provider and machine columns of a point with a fake provider."""
+    rows = await collect_task_rows(client)
+    run.extra["agent_rows"] = rows
+    files = (count_files(settings.workspace_dir, point.workload.expect_files)
+             if settings is not None and point.workload.expect_files else -1)
+    return {**agent_point_columns(rows), "files_found": files, "leftover_processes": -1,
+            **machine.columns(), **await provider.columns()}
 
 
 def _params(point: SweepPoint) -> dict[str, Any]:
@@ -128,6 +168,9 @@ async def run_experiment(
                          + (f" repeat {repeat + 1}" if spec.repeats > 1 else ""))
                 run, summary = await _run_point(spec, point, repeat, seed, progress, label)
                 await writer.add_point(point.index, repeat, point.load_value, run, summary)
+                if "agent_rows" in run.extra:
+                    await append_agent_rows(writer.path, writer.run_id, point.index, repeat,
+                                            run.extra.pop("agent_rows"))
                 done += 1
                 if on_point is not None:
                     on_point(PointDone(point, repeat, summary, total, done))

@@ -51,7 +51,7 @@ def _insert_many(conn: sqlite3.Connection, tasks: list[Task]) -> list[Task | Orc
 
 def _transition(conn: sqlite3.Connection, task_id: int, new: TaskStatus,
                 expect: TaskStatus | None, result: str | None, error: str | None,
-                count_attempt: bool, now: float) -> Task:
+                count_attempt: bool, now: float, usage: str | None = None) -> Task:
     row = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
     if row is None:
         raise NotFoundError(f"Task {task_id} does not exist", details={"task_id": task_id})
@@ -73,7 +73,7 @@ def _transition(conn: sqlite3.Connection, task_id: int, new: TaskStatus,
         params.append(now)
     if new == TaskStatus.COMPLETED:
         sets.append("progress = 100")
-    for col, value in (("result", result), ("error", error)):
+    for col, value in (("result", result), ("error", error), ("usage", usage)):
         if value is not None:
             sets.append(f"{col} = ?")
             params.append(value)
@@ -220,13 +220,20 @@ class TaskAPI(StoreBase):
     async def transition(
         self, task_id: int, new: TaskStatus, *, expect: TaskStatus | None = None,
         result: str | None = None, error: str | None = None, count_attempt: bool = False,
+        usage: Mapping[str, Any] | None = None,
     ) -> Task:
-        """Move a task along the state machine; ConflictError if illegal or not ``expect``."""
+        """Move a task along the state machine; ConflictError if illegal or not ``expect``.
+
+        ``usage`` (what the agent run cost) is stored as JSON on the task, replacing an
+        earlier attempt's.
+        """
         new_s = _status(new, "status")
         expect_s = _status(expect, "expect") if expect is not None else None
         now = self._clock()
+        usage_text = json.dumps(dict(usage), sort_keys=True) if usage is not None else None
         task: Task = await self._write(
-            lambda c: _transition(c, task_id, new_s, expect_s, result, error, count_attempt, now),
+            lambda c: _transition(c, task_id, new_s, expect_s, result, error, count_attempt, now,
+                                  usage_text),
             _TASKS, savepoint=False)
         return task
 
