@@ -120,6 +120,7 @@ class LoadSpec:
     ramp_s: float = 0.0
     duration_s: float = 5.0
     max_requests: int = 100_000
+    grace_s: float = 10.0  # how long requests in flight at the end may finish
 
     def __post_init__(self) -> None:
         if self.model not in ("closed", "open"):
@@ -128,6 +129,9 @@ class LoadSpec:
         if self.duration_s > 3600:
             raise _fail("load.duration_s", self.duration_s, "must be <= 3600 (runs are bounded)")
         _typed("load.max_requests", self.max_requests, int, minimum=1)
+        _typed("load.grace_s", self.grace_s, float, minimum=0)
+        if self.grace_s > 3600:
+            raise _fail("load.grace_s", self.grace_s, "must be <= 3600 (runs are bounded)")
         self.to_model()  # validates the model's own fields
 
     def to_model(self) -> LoadModel:

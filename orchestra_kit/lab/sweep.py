@@ -114,7 +114,7 @@ async def _run_point(spec: ExperimentSpec, point: SweepPoint, repeat: int, seed:
             async with MachineSampler().sampling() as machine:
                 run = await run_load(workload.operation(client), model, duration_s=load.duration_s,
                                      max_requests=load.max_requests, seed=seed,
-                                     progress=progress, label=label)
+                                     progress=progress, label=label, grace_s=load.grace_s)
             if settings is not None:
                 run.extra["settings"] = settings.flat()
             if provider is not None:
