@@ -71,7 +71,7 @@ class AgentCapacity:
     evidence: str
     rss_per_agent_mb: float
     cpu_s_per_agent: float
-    startup_p50_s: float
+    startup_p50_s: float  # at the lowest concurrency (the table has every level)
     startup_p99_s: float
     memory_ceiling: int | None
     cpu_ceiling: int | None
@@ -82,21 +82,36 @@ class AgentCapacity:
         """The capacity-planning sentence, generated from the numbers."""
         t = self.table
         base = t.iloc[0]
-        top = t[t["agents"] == self.max_agents].iloc[0]
-        reach = (f"time to done doubled at {self.doubled_at} agents" if self.doubled_at
+        far = self.doubled_at if self.doubled_at else int(t["agents"].iloc[-1])
+        top = t[t["agents"] == far].iloc[0]
+        reach = (f"time to done doubled at {self.doubled_at}" if self.doubled_at
                  else "time to done never doubled within the sweep, so this is a floor")
-        limit = ("limited by" if self.doubled_at else "and the pressure at the top was")
+        limit = "limited by" if self.doubled_at else "and the pressure at the top was"
         ceilings = ", ".join(p for p in (
             f"memory alone would allow ~{self.memory_ceiling}" if self.memory_ceiling else "",
             f"CPU alone ~{self.cpu_ceiling}" if self.cpu_ceiling else "") if p)
+        noun = "agent" if self.max_agents == 1 else "agents"
         return (f"On this machine ({self.cores} cores, {self.memory_mb / 1024:.1f} GiB, shared "
-                f"with other work while measured), {self.max_agents} opencode agents at most: "
+                f"with other work while measured), {self.max_agents} opencode {noun} at most: "
                 f"{reach} ({base['done_p50_s']:.1f} s at {int(base['agents'])} → "
-                f"{top['done_p50_s']:.1f} s at {self.max_agents}), {limit} "
-                f"{self.limited_by} ({self.evidence}). Each agent costs ~"
-                f"{self.rss_per_agent_mb:.0f} MB peak RSS and {self.cpu_s_per_agent:.1f} CPU-s"
-                f" per task; start-up p50 {self.startup_p50_s:.1f} s, p99 "
-                f"{self.startup_p99_s:.1f} s" + (f"; {ceilings}." if ceilings else "."))
+                f"{top['done_p50_s']:.1f} s at {far}), {limit} {self.limited_by} "
+                f"({self.evidence}). Each agent costs ~{self.rss_per_agent_mb:.0f} MB peak RSS "
+                f"and {self.cpu_s_per_agent:.1f} CPU-s per task, so the cores finish at most "
+                f"{self.throughput_ceiling:.2f} tasks/s (measured best "
+                f"{self.best_throughput:.2f}); start-up at {int(base['agents'])}: p50 "
+                f"{self.startup_p50_s:.1f} s, p99 {self.startup_p99_s:.1f} s"
+                + (f"; {ceilings}." if ceilings else "."))
+
+    @property
+    def throughput_ceiling(self) -> float:
+        """Tasks per second the cores allow: cores ÷ CPU seconds per task."""
+        return self.cores / self.cpu_s_per_agent if self.cpu_s_per_agent > 0 else math.inf
+
+    @property
+    def best_throughput(self) -> float:
+        """The best measured tasks per second: agents ÷ median time to done."""
+        t = self.table
+        return float((t["agents"] / t["done_p50_s"]).max())
 
 
 def _num(row: Any, col: str) -> float:
@@ -150,8 +165,7 @@ def agent_capacity(points: pd.DataFrame) -> AgentCapacity:
     return AgentCapacity(
         table=table, max_agents=max_agents, doubled_at=first_bad, limited_by=limited_by,
         evidence=evidence, rss_per_agent_mb=rss, cpu_s_per_agent=cpu,
-        startup_p50_s=float(points["agent_startup_s_p50"].median()),
-        startup_p99_s=float(points["agent_startup_s_p99"].max()),
+        startup_p50_s=float(one["startup_p50_s"]), startup_p99_s=float(one["startup_p99_s"]),
         memory_ceiling=int(0.8 * memory_mb / rss) if rss > 0 else None,
         cpu_ceiling=int(cores / cpu_per_wall) if cpu_per_wall > 0 else None,
         cores=cores, memory_mb=memory_mb)
@@ -209,3 +223,23 @@ def llm_limits_of_run(run: Any) -> pd.DataFrame:
     capacity = FakeLLMConfig.from_profile(provider.get("profile", "default"),
                                           **provider.get("config", {})).capacity
     return llm_limits(run.points, by_series, float(capacity))
+
+
+def agent_reading(run: Any) -> str:
+    """The agent part of a run's report: the capacity sentence or the LLM limits, or ""."""
+    if "agent_tasks" not in run.points.columns or run.points.empty:
+        return ""
+    settings = run.manifest.get("spec", {}).get("target", {}).get("settings", {})
+    backend = settings.get("agents.backend", "")
+    if backend == "opencode":
+        reading = agent_capacity(run.points)
+        return reading.sentence() + "\n\n" + str(reading.table.to_string(index=False))
+    if backend == "openai":
+        from .seedtable_llm import llm_calls_rows
+
+        limits = llm_limits_of_run(run)
+        lines = [f"{r.series}: plateau {r.plateau_rps:g} tasks/s from {r.knee_users:g} clients; "
+                 f"predicted limit {r.predicted_limit} ({r.ceiling_rps:g}/s)"
+                 for r in limits.itertuples()]
+        return "\n".join([*lines, "", llm_calls_rows(run.points).to_string(index=False)])
+    return ""

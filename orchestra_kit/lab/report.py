@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .analysis import audit, compare, describe_run, summary_table
+from .capacity import agent_reading
 from .compare import Comparison
 from .results import RunData, Slo, load_run
 
@@ -24,6 +25,7 @@ class Report:
     table: Any  # pandas DataFrame
     reading: str
     charts: list[Path] = field(default_factory=list)
+    agents: str = ""  # agent sweeps: the capacity sentence or the LLM limits
 
     def text(self) -> str:
         """The report as terminal text."""
@@ -34,6 +36,8 @@ class Report:
             table = self.table.to_string(index=False)
         lines = [f"{m.get('name', '?')} — run {m.get('run_id', '?')} ({m.get('status', '?')})",
                  "", table, "", self.reading]
+        if self.agents:
+            lines += ["", self.agents]
         if self.charts:
             lines += ["", "charts:"] + [f"  {p}" for p in self.charts]
         return "\n".join(lines)
@@ -55,7 +59,12 @@ def build_report(run_dir: str | Path, *, charts: bool = True) -> Report:
         paths = plot_report(run, run.path / "charts")
     table = summary_table(points) if not points.empty else points
     reading = describe_run(points, _slo_of(run)) if not points.empty else "The run has no points."
-    return Report(run=run, table=table, reading=reading, charts=paths)
+    agents = agent_reading(run)
+    if charts and agents:
+        from .plots_agents import plot_agent_report
+
+        paths += plot_agent_report(run, run.path / "charts")
+    return Report(run=run, table=table, reading=reading, charts=paths, agents=agents)
 
 
 def compare_runs(base_dir: str | Path, new_dir: str | Path, *, metrics: list[str] | None = None,
