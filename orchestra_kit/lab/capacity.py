@@ -102,6 +102,18 @@ class AgentCapacity:
                 f"{self.startup_p50_s:.1f} s, p99 {self.startup_p99_s:.1f} s"
                 + (f"; {ceilings}." if ceilings else "."))
 
+    def costs(self) -> dict[str, Any]:
+        """What one agent costs and the machine-level ceilings it implies."""
+        return {"peak RSS per agent (MB)": round(self.rss_per_agent_mb, 1),
+                "CPU seconds per task": round(self.cpu_s_per_agent, 2),
+                "start-up p50 / p99 (s)": f"{self.startup_p50_s:.1f} / {self.startup_p99_s:.1f}",
+                "agents at most (time to done < 2x)": self.max_agents,
+                "limited by": self.limited_by,
+                "memory ceiling (agents)": self.memory_ceiling,
+                "CPU ceiling (agents at once)": self.cpu_ceiling,
+                "CPU ceiling (tasks/s)": round(self.throughput_ceiling, 3),
+                "best measured (tasks/s)": round(self.best_throughput, 3)}
+
     @property
     def throughput_ceiling(self) -> float:
         """Tasks per second the cores allow: cores ÷ CPU seconds per task."""
