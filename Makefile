@@ -7,7 +7,7 @@ OPENCODE_VERSION := 1.18.33
 OPENCODE_DIR     := .tools/opencode
 OPENCODE_BIN     := $(OPENCODE_DIR)/node_modules/.bin/opencode
 
-.PHONY: setup lint test sweep lab bench opencode clean notebooks-full
+.PHONY: setup lint test sweep lab bench opencode clean notebooks-full agents-sweep
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,6 +34,11 @@ test: $(STAMP) $(OPENCODE_BIN) lint
 sweep: $(STAMP)
 	$(BIN)/orchestra run experiments/concurrency_sweep.toml
 
+# Real agents: how many opencode agents this machine bears, and the LLM provider's limits.
+agents-sweep: $(STAMP) $(OPENCODE_BIN)
+	$(BIN)/orchestra run experiments/opencode_sweep.toml
+	$(BIN)/orchestra run experiments/llm_sweep.toml
+
 bench: $(STAMP)
 	$(BIN)/orchestra bench store
 	$(BIN)/orchestra bench scheduler
@@ -50,7 +55,8 @@ clean:
 # Executed copies go to results/notebooks/ (git-ignored). Parameters (smoke defaults
 # live in each notebook's `parameters` cell):
 #   01 TEAM_SIZE=16 TASKS=200 · 02 USERS=[1..128] DURATION_S=4 REPEATS=3 ·
-#   03 WORKLOAD=mix LEVELS="4, 16, 64" DURATION_S=3 · 04 SIZE=full · 05 as committed.
+#   03 WORKLOAD=mix LEVELS="4, 16, 64" DURATION_S=3 · 04 SIZE=full · 05 as committed ·
+#   08 OPENCODE_USERS=[1,2,4,8,16] LLM_USERS=[1..64] LLM_DURATION_S=3.
 NB_OUT := results/notebooks
 PAPERMILL := $(BIN)/papermill --cwd notebooks --kernel python3 --log-output
 
@@ -63,6 +69,8 @@ notebooks-full: $(STAMP)
 		-p WORKLOAD mix -p LEVELS "4, 16, 64" -p DURATION_S 3.0
 	$(PAPERMILL) notebooks/04-seed-table.ipynb $(NB_OUT)/04-seed-table.ipynb -p SIZE full
 	$(PAPERMILL) notebooks/05-regression.ipynb $(NB_OUT)/05-regression.ipynb
+	$(PAPERMILL) notebooks/08-real-agents.ipynb $(NB_OUT)/08-real-agents.ipynb \
+		-y '{"OPENCODE_USERS": [1, 2, 4, 8, 16], "LLM_USERS": [1, 2, 4, 8, 16, 32, 64], "LLM_DURATION_S": 3.0}'
 
 # Refresh the committed regression baseline deliberately (see notebooks/05-regression.ipynb).
 .PHONY: baseline
