@@ -5,9 +5,10 @@ for 50+ concurrent LLM sessions" (reference/seed-performance-optimizations.md). 
 LLM sweep run, :func:`llm_calls_rows` measures:
 
 - **one call** — time to done at the lowest concurrency of the series whose only limit is
-  the provider (``provider``, else the first): the LLM call plus the service around it.
-  No optimisation of ours can make the provider answer sooner, so the claimed 0.5 s is
-  compared with what one call measurably takes against this provider profile;
+  the provider (``provider``, else the first), split into the LLM call itself (the
+  backend's ``wall_s``) and what the service adds. No optimisation of ours can make the
+  provider answer sooner, so ``holds`` is left empty: the seed's 2.1 s → 0.5 s cannot be
+  a property of this code; the service's share is what it can claim;
 - **50+ concurrent sessions** — per series, at the highest concurrency ≥ 50 the sweep
   reached: success rate and time to done; "holds" when ≥ 95 % of the tasks succeeded
   (the calls queue behind the bucket, the pool or the provider, but they complete).
@@ -36,11 +37,12 @@ def _one_call(points: pd.DataFrame) -> dict[str, Any]:
     name = "provider" if "provider" in series else next(iter(series))
     grp = series[name]
     low = grp[grp["load"] == grp["load"].min()]
-    measured = float(low["task_done_s_p50"].mean())
+    done = float(low["task_done_s_p50"].mean())
+    call = float(low["agent_wall_s_p50"].mean())
     return {"claim": "LLM API call latency", "seed": f"{_SEED_BEFORE_S} s → {_SEED_AFTER_S} s",
-            "measured": f"{measured:.2f} s", "where": f"{name}, {low['load'].iloc[0]:g} client(s)",
-            "holds": measured <= _SEED_AFTER_S,
-            "note": "time to done of one task: the provider's own call time plus the service"}
+            "measured": f"{done:.2f} s = call {call:.2f} s + service {done - call:.3f} s",
+            "where": f"{name}, {low['load'].iloc[0]:g} client(s)", "holds": None,
+            "note": "the provider sets the call time; the service adds only the rest"}
 
 
 def _sessions(name: str, grp: pd.DataFrame) -> dict[str, Any] | None:

@@ -85,3 +85,15 @@ def test_spec_names_bad_provider_and_workload_keys(doc: dict[str, Any], key: str
     with pytest.raises(ConfigError) as err:
         parse_spec({"name": "x", **doc})
     assert err.value.key == key
+
+
+def test_seed_llm_rows_split_the_call_from_the_service() -> None:
+    from orchestra_kit.lab.seedtable_llm import llm_calls_rows
+
+    rows = [{"variant": "provider", "load": users, "task_done_s_p50": done,
+             "agent_wall_s_p50": 0.60, "success_rate": ok}
+            for users, done, ok in ((1, 0.62, 1.0), (64, 3.5, 0.99))]
+    table = llm_calls_rows(pd.DataFrame(rows)).set_index("claim")
+    assert table.loc["LLM API call latency", "measured"] == "0.62 s = call 0.60 s + service 0.020 s"
+    assert table.loc["LLM API call latency", "holds"] is None
+    assert bool(table.loc["50+ concurrent LLM sessions", "holds"]) is True
