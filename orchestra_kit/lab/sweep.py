@@ -111,7 +111,8 @@ async def _run_point(spec: ExperimentSpec, point: SweepPoint, repeat: int, seed:
                 url, spec.target.api_key, connections) as client:
             workload = make_workload(point.workload, seed)
             await workload.setup(client)
-            async with MachineSampler().sampling() as machine:
+            machine = MachineSampler()  # sampled only when agents are measured (a provider)
+            async with machine.sampling() if provider else contextlib.nullcontext(machine):
                 run = await run_load(workload.operation(client), model, duration_s=load.duration_s,
                                      max_requests=load.max_requests, seed=seed,
                                      progress=progress, label=label, grace_s=load.grace_s)
