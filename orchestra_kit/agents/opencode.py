@@ -30,7 +30,7 @@ from ..config import AgentSettings
 from ..errors import AgentError, AgentTimeoutError, AgentUnavailableError, ProviderError
 from .base import Acquire, AgentEvent, AgentRequest, AgentResult, Emit
 from .opencode_events import PROVIDER_ERROR_MARKERS, OpencodeEventParser
-from .proctrack import ProcessTracker
+from .proctrack import ProcessTracker, TreeSampler
 from .usage import AgentUsage
 
 __all__ = ["OPENCODE_VERSION", "OpencodeBackend", "build_prompt", "find_opencode"]
@@ -100,7 +100,7 @@ class OpencodeBackend:
                 "The opencode backend needs agents.base_url (an OpenAI-compatible URL such "
                 "as http://127.0.0.1:8000/v1); it is empty")
         self.running: dict[int, int] = {}  # task_id -> process (group) id, while running
-        self.sample_interval_s = 0.25  # process-tree sampling (agents/proctrack.py)
+        self.sampler = TreeSampler(interval_s=0.5)  # every run's process tree (proctrack.py)
 
     def config_content(self, model: str) -> dict[str, Any]:
         """The ``OPENCODE_CONFIG_CONTENT`` document: one local provider, offline."""
@@ -152,7 +152,7 @@ class OpencodeBackend:
                                      project_root=request.project_root.resolve())
         stderr_tail: deque[bytes] = deque()
         emit(AgentEvent(kind="started"))
-        tracker = ProcessTracker(interval_s=self.sample_interval_s)
+        tracker = ProcessTracker()
         try:
             rc = await self._run_process(request, home, parser, stderr_tail, emit, tracker)
             stderr_text = b"".join(stderr_tail).decode("utf-8", "replace")
@@ -178,7 +178,7 @@ class OpencodeBackend:
         self.running[request.task_id] = proc.pid
         try:
             async with (asyncio.timeout(request.timeout_s) as scope,
-                        tracker.sampling(proc.pid), asyncio.TaskGroup() as tg):
+                        self.sampler.track(proc.pid, tracker), asyncio.TaskGroup() as tg):
                 assert proc.stdout is not None and proc.stderr is not None
                 tg.create_task(_read_events(proc.stdout, parser, emit, tracker.mark_output))
                 tg.create_task(_read_tail(proc.stderr, stderr_tail))
@@ -200,7 +200,8 @@ class OpencodeBackend:
             self.running.pop(request.task_id, None)
 
     async def aclose(self) -> None:
-        """Nothing is held between runs (each run owns and reaps its process)."""
+        """Stop the sampler (each run owns and reaps its own process)."""
+        await self.sampler.aclose()
 
 
 def _make_dirs(workspace: Path, home: Path) -> None:

@@ -13,7 +13,7 @@ from orchestra_kit.errors import AgentError, AgentTimeoutError
 
 async def test_a_run_reports_its_process_accounting(backend: OpencodeBackend,  # noqa: F811
                                                     tmp_path: Path) -> None:
-    backend.sample_interval_s = 0.02
+    backend.sampler.interval_s = 0.02
     result = await backend.run(request(tmp_path, "ok"), lambda e: None)
     usage = result.usage
     assert usage is not None and usage.backend == "opencode" and usage.exit_code == 0
@@ -34,7 +34,7 @@ async def test_a_failed_run_carries_its_exit_code(backend: OpencodeBackend,  # n
 
 async def test_a_timed_out_run_was_killed_by_a_signal(backend: OpencodeBackend,  # noqa: F811
                                                       tmp_path: Path) -> None:
-    backend.sample_interval_s = 0.05
+    backend.sampler.interval_s = 0.05
     with pytest.raises(AgentTimeoutError) as info:
         await backend.run(request(tmp_path, "sleep", 0.8), lambda e: None)
     usage = info.value.usage

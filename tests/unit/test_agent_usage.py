@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import textwrap
 
 import pytest
 
-from orchestra_kit.agents.proctrack import ProcessTracker, sample_tree
+from orchestra_kit.agents.proctrack import ProcessTracker, TreeSampler, proc_table, sample_tree
 from orchestra_kit.agents.usage import AgentUsage, UsageAggregate
 
 # A parent that holds ~60 MB and burns ~0.4 s of CPU, with a sleeping child of its own.
@@ -45,27 +46,43 @@ def test_aggregate_summarises_each_field() -> None:
 
 
 async def test_tracker_measures_memory_cpu_children_and_startup() -> None:
-    tracker = ProcessTracker(interval_s=0.05)
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", _HOG,
-                                                stdout=asyncio.subprocess.PIPE)
-    assert proc.stdout is not None
-    async with tracker.sampling(proc.pid):
-        assert (await proc.stdout.readline()).strip() == b"ready"
-        tracker.mark_output()
-        tracker.exit_code = await proc.wait()
-    usage = tracker.usage()
-    assert usage.exit_code == 0 and usage.samples is not None and usage.samples >= 5
-    assert usage.peak_rss_mb is not None and usage.peak_rss_mb >= 60
-    assert usage.cpu_s is not None and usage.cpu_s >= 0.3
-    assert usage.processes == 2  # the parent and its child, found through the parent links
-    assert usage.startup_s is not None and usage.wall_s is not None
-    assert 0 < usage.startup_s < usage.wall_s
+    sampler = TreeSampler(interval_s=0.05)
+    trackers = [ProcessTracker(), ProcessTracker()]
+    procs = [await asyncio.create_subprocess_exec(sys.executable, "-c", _HOG,
+                                                  stdout=asyncio.subprocess.PIPE)
+             for _ in trackers]
+
+    async def one(proc: asyncio.subprocess.Process, tracker: ProcessTracker) -> None:
+        assert proc.stdout is not None
+        async with sampler.track(proc.pid, tracker):
+            assert (await proc.stdout.readline()).strip() == b"ready"
+            tracker.mark_output()
+            tracker.exit_code = await proc.wait()
+
+    await asyncio.gather(*(one(p, t) for p, t in zip(procs, trackers, strict=True)))
+    assert sampler._task is None  # the last tree out stopped the sampling task
+    for usage in (t.usage() for t in trackers):  # two trees sampled by one walk per tick
+        assert usage.exit_code == 0 and usage.samples is not None and usage.samples >= 5
+        assert usage.peak_rss_mb is not None and usage.peak_rss_mb >= 60
+        assert usage.cpu_s is not None and usage.cpu_s >= 0.3
+        assert usage.processes == 2  # the parent and its child, found through the parent links
+        assert usage.startup_s is not None and usage.wall_s is not None
+        assert 0 < usage.startup_s < usage.wall_s
+
+
+def test_proc_table_agrees_with_psutil_on_our_own_process() -> None:
+    table = proc_table()
+    assert table is not None
+    ppid, cpu = table[os.getpid()]
+    rss, by_pid = sample_tree(os.getpid())
+    assert ppid == os.getppid() and rss > 0
+    assert abs(cpu - by_pid[os.getpid()]) < 0.5  # clock ticks vs psutil's reading
 
 
 def test_sample_tree_of_a_missing_process_is_empty() -> None:
     assert sample_tree(2**22 + 12345) == (0, {})
 
 
-def test_tracker_rejects_a_bad_interval() -> None:
+def test_sampler_rejects_a_bad_interval() -> None:
     with pytest.raises(ValueError, match="interval_s"):
-        ProcessTracker(interval_s=0)
+        TreeSampler(interval_s=0)
