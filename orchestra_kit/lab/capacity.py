@@ -21,7 +21,8 @@ per agent) and CPU (cores ÷ CPU seconds per second of an agent's run).
 :func:`llm_limits` reads the LLM sweep: per series (variant), the throughput plateau,
 the knee (the lowest concurrency reaching 90 % of it) and which limit the plateau
 matches: the bucket (rate/60), the HTTP pool or the scheduler's slots (size ÷ call
-time), or the provider (capacity ÷ call time), with the measured evidence.
+time), or the provider (capacity ÷ call time), with the measured evidence. The call
+time is the provider profile's mean (TTFT + tokens ÷ tokens/s) for a run's reading.
 """
 
 from __future__ import annotations
@@ -195,8 +196,12 @@ def _ceilings(settings: dict[str, Any], provider_capacity: float, call_s: float)
 
 
 def llm_limits(points: pd.DataFrame, settings_by_series: dict[str, dict[str, Any]],
-               provider_capacity: float) -> pd.DataFrame:
-    """Per series: plateau throughput, knee concurrency, predicted limit and its ceiling."""
+               provider_capacity: float, call_s: float | None = None) -> pd.DataFrame:
+    """Per series: plateau throughput, knee concurrency, predicted limit and its ceiling.
+
+    ``call_s``: one unqueued call's time (the provider's mean); by default the median
+    time to done at the series' lowest concurrency (an over-estimate if that queued).
+    """
     series_col = "variant" if "variant" in points.columns else None
     rows = []
     groups = points.groupby(series_col) if series_col else [("all", points)]
@@ -204,13 +209,15 @@ def llm_limits(points: pd.DataFrame, settings_by_series: dict[str, dict[str, Any
         by_load = grp.groupby("load").mean(numeric_only=True).sort_index()
         plateau = float(by_load["throughput_rps"].max())
         knee = float(by_load.index[by_load["throughput_rps"] >= 0.9 * plateau][0])
-        call_s = float(by_load["task_done_s_p50"].iloc[0])
-        ceilings = _ceilings(settings_by_series.get(str(name), {}), provider_capacity, call_s)
+        measured = float(by_load["task_done_s_p50"].iloc[0])
+        one = call_s if call_s is not None else measured
+        ceilings = _ceilings(settings_by_series.get(str(name), {}), provider_capacity, one)
         limit = min(ceilings, key=lambda k: ceilings[k])
         top = by_load.iloc[-1]
         rows.append({
             "series": str(name), "plateau_rps": round(plateau, 2), "knee_users": knee,
-            "call_s_at_1": round(call_s, 3), "predicted_limit": limit,
+            "call_s": round(one, 3), "done_s_at_lowest": round(measured, 3),
+            "predicted_limit": limit,
             "ceiling_rps": round(ceilings[limit], 2),
             "bucket_wait_s_at_top": round(float(top.get("agent_bucket_wait_s_mean", math.nan)), 3),
             "slot_wait_s_at_top": round(float(top.get("task_queue_s_p50", math.nan)), 3),
@@ -232,9 +239,11 @@ def llm_limits_of_run(run: Any) -> pd.DataFrame:
     variants = spec.get("variants", {}) or {}
     by_series = {name: {**base, **over} for name, over in variants.items()} or {"all": base}
     provider = spec.get("provider", {}) or {}
-    capacity = FakeLLMConfig.from_profile(provider.get("profile", "default"),
-                                          **provider.get("config", {})).capacity
-    return llm_limits(run.points, by_series, float(capacity))
+    config = FakeLLMConfig.from_profile(provider.get("profile", "default"),
+                                        **provider.get("config", {}))
+    ttft_s = config.ttft_ms / 1000 * (math.exp(config.ttft_sigma**2 / 2) if config.ttft_sigma else 1)
+    call_s = ttft_s + config.output_tokens / config.tokens_per_s  # the provider's mean call
+    return llm_limits(run.points, by_series, float(config.capacity), call_s)
 
 
 def agent_reading(run: Any) -> str:

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,8 +123,3 @@ async def fake_provider(spec: ProviderSpec, seed: int) -> AsyncIterator[FakeProv
         yield FakeProviderProcess(url=line.rsplit("listening on ", 1)[1].strip(), proc=proc)
     finally:
         await terminate(proc, timeout_s=10)
-
-
-def provider_overrides(provider: FakeProviderProcess | None) -> Mapping[str, Any]:
-    """The Settings overrides that point a target's agents at ``provider``."""
-    return {} if provider is None else {"agents.base_url": provider.base_url}

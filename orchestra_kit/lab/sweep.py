@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,16 +21,9 @@ from typing import Any
 import aiohttp
 
 from ..config import Settings
-from .agentstats import (
-    MachineSampler,
-    agent_point_columns,
-    append_agent_rows,
-    collect_task_rows,
-    count_files,
-    leftover_processes,
-)
+from .agentpoint import agent_point
+from .agentstats import append_agent_rows
 from .loadgen import LoadRun, run_load
-from .provider import FakeProviderProcess, fake_provider, provider_overrides
 from .results import RunWriter, summarise_point
 from .spec import ExperimentSpec, SweepPoint, to_document
 from .workloads import make_workload
@@ -64,17 +57,7 @@ def service_settings(overrides: dict[str, Any], workdir: Path) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def _provider(spec: ExperimentSpec, seed: int) -> AsyncIterator[FakeProviderProcess | None]:
-    if spec.provider.kind != "fake":
-        yield None
-        return
-    async with fake_provider(spec.provider, seed) as provider:
-        yield provider
-
-
-@contextlib.asynccontextmanager
-async def _target(spec: ExperimentSpec, point: SweepPoint,
-                  provider: FakeProviderProcess | None = None,
+async def _target(spec: ExperimentSpec, point: SweepPoint, extra: Mapping[str, Any],
                   ) -> AsyncIterator[tuple[str, Settings | None]]:
     if spec.target.kind == "url":
         yield spec.target.url, None
@@ -82,7 +65,7 @@ async def _target(spec: ExperimentSpec, point: SweepPoint,
     from ..server.app import Service  # the lab drives the public service
 
     with tempfile.TemporaryDirectory(prefix="orchestra-lab-") as tmp:
-        overrides = {**point.settings_overrides, **provider_overrides(provider)}
+        overrides = {**point.settings_overrides, **extra}
         settings = service_settings(overrides, Path(tmp))
         Path(settings.project_root).mkdir(parents=True, exist_ok=True)
         async with Service(settings) as service:
@@ -105,36 +88,27 @@ async def _run_point(spec: ExperimentSpec, point: SweepPoint, repeat: int, seed:
     load = point.load
     model = load.to_model()
     connections = load.users if load.model == "closed" else int(load.rate_rps * 2)
-    agents: dict[str, Any] = {}
-    async with _provider(spec, seed) as provider:
-        async with _target(spec, point, provider) as (url, settings), _client(
+    async with agent_point(spec.provider, seed) as agents:
+        overrides = agents.overrides if agents else {}
+        async with _target(spec, point, overrides) as (url, settings), _client(
                 url, spec.target.api_key, connections) as client:
             workload = make_workload(point.workload, seed)
             await workload.setup(client)
-            machine = MachineSampler()  # sampled only when agents are measured (a provider)
-            async with machine.sampling() if provider else contextlib.nullcontext(machine):
+            async with agents.sampling() if agents else contextlib.nullcontext():
                 run = await run_load(workload.operation(client), model, duration_s=load.duration_s,
                                      max_requests=load.max_requests, seed=seed,
                                      progress=progress, label=label, grace_s=load.grace_s)
             if settings is not None:
                 run.extra["settings"] = settings.flat()
-            if provider is not None:
-                agents = await _agent_columns(client, provider, machine, run, point, settings)
-        if settings is not None and provider is not None:
-            agents["leftover_processes"] = len(leftover_processes(settings.workspace_dir))
-    return run, summarise_point(run, slo=spec.slo, params=_params(point)) | agents
-
-
-async def _agent_columns(client: Any, provider: FakeProviderProcess, machine: MachineSampler,
-                         run: LoadRun, point: SweepPoint, settings: Settings | None,
-                         ) -> dict[str, Any]:
-    """The agent, provider and machine columns of a point with a fake provider."""
-    rows = await collect_task_rows(client)
-    run.extra["agent_rows"] = rows
-    files = (count_files(settings.workspace_dir, point.workload.expect_files)
-             if settings is not None and point.workload.expect_files else -1)
-    return {**agent_point_columns(rows), "files_found": files, "leftover_processes": -1,
-            **machine.columns(), **await provider.columns()}
+            workspace = settings.workspace_dir if settings is not None else None
+            if agents:
+                await agents.collect(url, spec.target.api_key, workspace,
+                                     point.workload.expect_files)
+        if agents:
+            agents.after_target(workspace)
+            run.extra["agent_rows"] = agents.rows
+    columns = agents.columns if agents else {}
+    return run, summarise_point(run, slo=spec.slo, params=_params(point)) | columns
 
 
 def _params(point: SweepPoint) -> dict[str, Any]:
