@@ -21,6 +21,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "store": ("orchestra_kit.store.bench", "cli_main"),
     "scheduler": ("orchestra_kit.scheduler.bench", "cli_main"),
     "http": ("orchestra_kit.server.bench", "cli_main"),
+    "generator": ("orchestra_kit.lab.genbench", "cli_main"),
 }
 VERBS = ("hire", "fire", "employees", "assign", "task", "tasks", "stop", "cancel", "status",
          "lock", "release", "leases", "request", "requests", "approve", "deny", "health")
@@ -29,7 +30,8 @@ USAGE = """usage: orchestra COMMAND [ARGS...]
 
 commands:
 {commands}
-  bench store|scheduler|http [--json] [--quick]   measure the store / scheduler / HTTP API
+  bench store|scheduler|http|generator [--json] [--quick]   measure the store / scheduler /
+                                  HTTP API / the lab's load generator
   {verbs}
                                   talk to a running server (--url, ORCHESTRA_URL)
 

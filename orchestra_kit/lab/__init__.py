@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         llm_limits_of_run,
     )
     from orchestra_kit.lab.compare import Comparison, compare
+    from orchestra_kit.lab.genbench import measure_generator
     from orchestra_kit.lab.histogram import LatencyHistogram
     from orchestra_kit.lab.loadgen import ClosedLoop, OpenLoop, run_load
     from orchestra_kit.lab.plots import (
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
         TuningPanel,
         watch_tasks,
     )
+    from orchestra_kit.lab.workers import WorkerSlice, run_worker_slice
     from orchestra_kit.lab.workloads import make_workload
 
 __all__ = [
@@ -83,6 +85,7 @@ __all__ = [
     "Slo",
     "TuningPanel",
     "UslFit",
+    "WorkerSlice",
     "agent_capacity",
     "agent_table",
     "audit",
@@ -101,6 +104,7 @@ __all__ = [
     "load_run",
     "load_spec",
     "make_workload",
+    "measure_generator",
     "measure_seed_table",
     "plot_agents",
     "plot_before_after",
@@ -113,6 +117,7 @@ __all__ = [
     "plot_timeline",
     "run_experiment",
     "run_load",
+    "run_worker_slice",
     "save_figure",
     "service_settings",
     "slo_knee",
@@ -141,6 +146,7 @@ _WHERE = {
     "UslFit": "orchestra_kit.lab.analysis",
     "agent_capacity": "orchestra_kit.lab.capacity",
     "agent_table": "orchestra_kit.lab.capacity",
+    "WorkerSlice": "orchestra_kit.lab.workers",
     "audit": "orchestra_kit.lab.analysis",
     "build_report": "orchestra_kit.lab.report",
     "compare": "orchestra_kit.lab.compare",
@@ -157,6 +163,7 @@ _WHERE = {
     "load_run": "orchestra_kit.lab.results",
     "load_spec": "orchestra_kit.lab.spec",
     "make_workload": "orchestra_kit.lab.workloads",
+    "measure_generator": "orchestra_kit.lab.genbench",
     "measure_seed_table": "orchestra_kit.lab.seedtable",
     "plot_agents": "orchestra_kit.lab.plots_agents",
     "plot_before_after": "orchestra_kit.lab.plots",
@@ -169,6 +176,7 @@ _WHERE = {
     "plot_timeline": "orchestra_kit.lab.plots",
     "run_experiment": "orchestra_kit.lab.sweep",
     "run_load": "orchestra_kit.lab.loadgen",
+    "run_worker_slice": "orchestra_kit.lab.workers",
     "save_figure": "orchestra_kit.lab.plots",
     "service_settings": "orchestra_kit.lab.sweep",
     "slo_knee": "orchestra_kit.lab.analysis",
