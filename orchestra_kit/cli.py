@@ -13,7 +13,11 @@ __all__ = ["main"]
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("orchestra_kit.server.cli", "serve_main", "run the HTTP API"),
     "fake-llm": ("orchestra_kit.fakellm.cli", "cli_main", "run the OpenAI-compatible fake provider"),
+    "fake-slack": ("orchestra_kit.fakeslack.cli", "cli_main",
+                   "run the fake Slack (Web API, Socket Mode); `send` a signed mention"),
     "run": ("orchestra_kit.lab.cli", "run_main", "run an experiment spec (TOML)"),
+    "chat-lab": ("orchestra_kit.lab.chat_lab", "cli_main",
+                 "Slack mentions vs users: ack, first reply, completion percentiles"),
     "report": ("orchestra_kit.lab.cli", "report_main", "summary table + charts of a run"),
     "compare": ("orchestra_kit.lab.cli", "compare_main", "compare two runs; exit 1 on regression"),
 }

@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .config_chat import ChatSettings
 from .errors import ConfigError
 
 __all__ = [
     "AgentSettings",
+    "ChatSettings",
     "DatabaseSettings",
     "OptimizationFlags",
     "SchedulerSettings",
@@ -176,7 +178,7 @@ class ServerSettings:
             _check(len(k) >= 8, f"server.api_keys[{i}]", "***", "must be at least 8 characters")
 
 
-_SECTIONS = ("database", "scheduler", "agents", "server", "flags")
+_SECTIONS = ("database", "scheduler", "agents", "server", "flags", "chat")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -188,6 +190,7 @@ class Settings:
     agents: AgentSettings = field(default_factory=AgentSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     flags: OptimizationFlags = field(default_factory=OptimizationFlags)
+    chat: ChatSettings = field(default_factory=ChatSettings)
     project_root: str = "."
     workspace_dir: str = "sessions"
     log_level: str = "INFO"
@@ -273,6 +276,9 @@ class Settings:
         d["server"]["api_keys"] = ["***"] * len(self.server.api_keys)
         if d["agents"]["api_key"]:
             d["agents"]["api_key"] = "***"
+        for secret in ("slack_signing_secret", "slack_bot_token", "slack_app_token"):
+            if d["chat"][secret]:
+                d["chat"][secret] = "***"
         return d
 
     def flat(self) -> dict[str, Any]:
@@ -294,6 +300,7 @@ _SECTION_CLASSES: dict[str, type] = {
     "agents": AgentSettings,
     "server": ServerSettings,
     "flags": OptimizationFlags,
+    "chat": ChatSettings,
 }
 
 # The seed's names (JSON sections and environment variables) -> our keys.
@@ -318,6 +325,7 @@ ALIASES: dict[str, str] = {
     "http_requests_per_minute": "server.requests_per_minute",
     "agent_backend": "agents.backend",
     "api_keys": "server.api_keys",
+    "chat_enabled": "chat.enabled",
 }
 
 
@@ -403,6 +411,11 @@ def coerce(key: str, value: Any, hint: Any, *, strict: bool = False) -> Any:
     raise ConfigError(key, value, f"unsupported type {hint!r}")  # pragma: no cover
 
 
+# Sections whose keys are documented as ORCHESTRA_SECTION__FIELD even where the bare
+# field name would do (ORCHESTRA_CHAT__ENABLED says more than ORCHESTRA_ENABLED).
+_PREFIXED_IN_DOCS = frozenset({"chat"})
+
+
 def reference_markdown() -> str:
     """The configuration reference table (docs/configuration.md is generated from it)."""
     env_names = {v: k for k, v in ALIASES.items() if "." not in k}
@@ -411,7 +424,8 @@ def reference_markdown() -> str:
     seed_json = {v: k for k, v in ALIASES.items() if "." in k and not k.startswith(v)}
     for key in all_keys():
         section, _, name = key.rpartition(".")
-        bare = name if _UNIQUE.get(name) == section or not section else key.replace(".", "__")
+        unique = _UNIQUE.get(name) == section and section not in _PREFIXED_IN_DOCS
+        bare = name if unique or not section else key.replace(".", "__")
         env = f"`ORCHESTRA_{bare.upper()}`"
         if key in env_names:
             env += f", `ORCHESTRA_{env_names[key].upper()}`"

@@ -36,6 +36,12 @@ if TYPE_CHECKING:
         llm_limits,
         llm_limits_of_run,
     )
+    from orchestra_kit.lab.chat_lab import (
+        chat_demo,
+        load_chat_run,
+        run_chat_point,
+        run_chat_sweep,
+    )
     from orchestra_kit.lab.compare import Comparison, compare
     from orchestra_kit.lab.genbench import measure_generator
     from orchestra_kit.lab.histogram import LatencyHistogram
@@ -51,6 +57,7 @@ if TYPE_CHECKING:
         save_figure,
     )
     from orchestra_kit.lab.plots_agents import plot_agents, plot_llm_limits
+    from orchestra_kit.lab.plots_chat import plot_chat_latency
     from orchestra_kit.lab.report import Report, build_report, compare_runs
     from orchestra_kit.lab.results import RunData, Slo, latest_run, load_run
     from orchestra_kit.lab.seedtable import SeedTable, measure_seed_table
@@ -90,6 +97,7 @@ __all__ = [
     "agent_table",
     "audit",
     "build_report",
+    "chat_demo",
     "compare",
     "compare_runs",
     "describe_run",
@@ -101,6 +109,7 @@ __all__ = [
     "llm_limits",
     "llm_limits_of_run",
     "load_agents",
+    "load_chat_run",
     "load_run",
     "load_spec",
     "make_workload",
@@ -108,6 +117,7 @@ __all__ = [
     "measure_seed_table",
     "plot_agents",
     "plot_before_after",
+    "plot_chat_latency",
     "plot_distribution",
     "plot_latency",
     "plot_llm_limits",
@@ -115,6 +125,8 @@ __all__ = [
     "plot_success",
     "plot_throughput",
     "plot_timeline",
+    "run_chat_point",
+    "run_chat_sweep",
     "run_experiment",
     "run_load",
     "run_worker_slice",
@@ -130,6 +142,11 @@ _WHERE = {
     "AgentCapacity": "orchestra_kit.lab.capacity",
     "ClosedLoop": "orchestra_kit.lab.loadgen",
     "Comparison": "orchestra_kit.lab.compare",
+    "chat_demo": "orchestra_kit.lab.chat_lab",
+    "load_chat_run": "orchestra_kit.lab.chat_lab",
+    "plot_chat_latency": "orchestra_kit.lab.plots_chat",
+    "run_chat_point": "orchestra_kit.lab.chat_lab",
+    "run_chat_sweep": "orchestra_kit.lab.chat_lab",
     "ExperimentSpec": "orchestra_kit.lab.spec",
     "KneeResult": "orchestra_kit.lab.analysis",
     "LAB_DEFAULTS": "orchestra_kit.lab.widgets",

@@ -31,7 +31,7 @@ __all__ = ["ExperimentSpec", "GeneratorSpec", "LoadSpec", "SweepPoint", "TargetS
            "parse_spec"]
 
 WORKLOAD_KINDS = ("hire", "batch_hire", "assign_wait", "assign", "lease_contention", "read_mix",
-                  "health", "mix")
+                  "health", "mix", "chat")
 _TOP_KEYS = {"name", "description", "seed", "repeats", "x", "target", "generator", "workload",
              "load", "sweep", "slo", "variants", "provider"}
 TARGET_KINDS = ("process", "inprocess", "url")

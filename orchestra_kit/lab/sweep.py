@@ -34,9 +34,9 @@ from .loadgen import LoadRun, run_load
 from .provider import PROVIDER_COLUMNS
 from .results import RunWriter, summarise_point
 from .spec import ExperimentSpec, SweepPoint, to_document
-from .target import open_target, service_settings
+from .target import Target, open_target, service_settings
 from .workers import WorkerSlice, lab_client, run_workers, split
-from .workloads import make_workload
+from .workloads import Workload, make_workload
 
 __all__ = ["PointDone", "run_experiment", "service_settings", "settings_ceiling_rps"]
 
@@ -74,14 +74,13 @@ class _PointJob:
     log_path: Path | None
 
 
-async def _generate(job: _PointJob, url: str) -> LoadRun:
+async def _generate(job: _PointJob, url: str, workload: Workload) -> LoadRun:
     """Set the workload up, then drive it from this process or from worker processes."""
     load, spec = job.point.load, job.spec
     processes = spec.generator.count()
     client_kind = spec.generator.client_for(job.point.workload)
     async with lab_client(url, api_key=spec.target.api_key, connections=load.connections(),
                           kind=client_kind) as client:
-        workload = make_workload(job.point.workload, job.seed)
         await workload.setup(client)
         if processes == 1:
             return await run_load(workload.operation(client), load.to_model(),
@@ -124,16 +123,20 @@ def _bar(job: _PointJob, total: int) -> Any:
 
 
 async def _run_point(job: _PointJob) -> tuple[LoadRun, dict[str, Any]]:
-    target_kind = job.spec.target.kind
+    opened: list[Target] = []
     agent_columns: dict[str, Any] = {}
-    try:
-        async with agent_point(job.spec.provider, job.seed) as agents:
-            overrides = {**job.point.settings_overrides, **(agents.overrides if agents else {})}
-            async with open_target(target_kind, url=job.spec.target.url, overrides=overrides,
-                                   log_path=job.log_path,
+    workload = make_workload(job.point.workload, job.seed)
+    try:  # the workload's environment (e.g. a fake Slack) and the agents' provider wrap it
+        async with (workload.environment() as extra,
+                    agent_point(job.spec.provider, job.seed) as agents):
+            overrides = {**job.point.settings_overrides, **extra,
+                         **(agents.overrides if agents else {})}
+            async with open_target(job.spec.target.kind, url=job.spec.target.url,
+                                   overrides=overrides, log_path=job.log_path,
                                    start_timeout_s=job.spec.target.start_timeout_s) as target:
+                opened.append(target)
                 async with agents.sampling() if agents else contextlib.nullcontext():
-                    run = await _generate(job, target.url)
+                    run = await _generate(job, target.url, workload)
                 workspace = target.settings.workspace_dir if target.settings else None
                 if agents:
                     await agents.collect(target.url, job.spec.target.api_key, workspace,
@@ -146,18 +149,19 @@ async def _run_point(job: _PointJob) -> tuple[LoadRun, dict[str, Any]]:
         run = LoadRun(records=[], started_wall=0.0, duration_s=0.0, dropped=0,
                       model=job.point.load.to_model(), label=job.label,
                       extra={"error": f"{type(exc).__name__}: {exc}"})
-        target = None
-    if target is not None:
+    if opened:  # facts of the service (exit status, CPU, RSS) even when the load failed
+        target = opened[0]
         run.extra["target"] = target.facts
         run.extra["ceiling_rps"] = settings_ceiling_rps(target.settings,
                                                         job.point.workload.kind)
         if target.settings is not None:
             run.extra["settings"] = target.settings.flat()
     else:
-        run.extra["target"] = {"kind": target_kind}
+        run.extra["target"] = {"kind": job.spec.target.kind}
     summary = summarise_point(run, slo=job.spec.slo, params=_params(job.point))
     if job.spec.provider.kind == "fake":  # the same columns on every row, failed points too
-        summary |= dict.fromkeys((*AGENT_POINT_COLUMNS, *PROVIDER_COLUMNS), math.nan) | agent_columns
+        summary |= dict.fromkeys((*AGENT_POINT_COLUMNS, *PROVIDER_COLUMNS), math.nan)
+        summary |= agent_columns
     return run, summary
 
 
@@ -185,13 +189,14 @@ async def run_experiment(
 ) -> Path:
     """Run every point × repeat of ``spec``; returns the run directory.
 
-    ``calibration``: record the generator's calibrated capacity in the manifest
-    (measured once per machine and cached under ``results_root``; see
-    :func:`orchestra_kit.lab.calibrate.cached_capacity`).
+    ``calibration``: measure the generator's capacity when no calibration is cached
+    under ``results_root`` (once per machine; see
+    :func:`orchestra_kit.lab.calibrate.cached_capacity`); a cached one is always
+    recorded in the manifest.
     """
     points = spec.points()
     total = len(points) * spec.repeats
-    capacity = await cached_capacity(Path(results_root)) if calibration else None
+    capacity = await cached_capacity(Path(results_root), measure=calibration)
     manifest = {"spec": to_document(spec), "source": spec.source,
                 "settings": Settings().with_overrides(spec.target.settings).to_dict(),
                 "seed": spec.seed, "points": total, "target_kind": spec.target.kind,

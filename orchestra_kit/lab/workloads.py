@@ -11,8 +11,9 @@ Events until a terminal status), not time to the 202.
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from ..errors import ConfigError
@@ -44,6 +45,12 @@ class Workload:
         self.seed = seed
         self.team: list[str] = []
         self.prefix = f"w{seed}"
+
+    @contextlib.asynccontextmanager
+    async def environment(self) -> AsyncIterator[dict[str, Any]]:
+        """Around a whole point: what the workload needs running (e.g. a fake Slack), and
+        the target settings it needs, yielded (default: nothing, no settings)."""
+        yield {}
 
     async def setup(self, client: Client) -> None:
         """Prepare the target (default: nothing)."""
@@ -228,7 +235,14 @@ _FACTORIES: dict[str, Callable[[WorkloadSpec, int], Workload]] = {
     "read_mix": ReadMix,
     "health": Health,
     "mix": Mix,
+    "chat": lambda s, seed: _chat_workload(s, seed),
 }
+
+
+def _chat_workload(spec: WorkloadSpec, seed: int) -> Workload:
+    from .workload_chat import ChatWorkload  # its own module: it brings the fake Slack
+
+    return ChatWorkload(spec, seed)
 
 
 def make_workload(spec: WorkloadSpec, seed: int, *, kind: str | None = None) -> Workload:
