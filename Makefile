@@ -7,7 +7,7 @@ OPENCODE_VERSION := 1.18.33
 OPENCODE_DIR     := .tools/opencode
 OPENCODE_BIN     := $(OPENCODE_DIR)/node_modules/.bin/opencode
 
-.PHONY: setup lint test sweep lab bench opencode postgres chromium clean notebooks-full
+.PHONY: setup lint test sweep lab bench opencode postgres chromium clean notebooks-full agents-sweep
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -48,6 +48,11 @@ test: $(STAMP) $(OPENCODE_BIN) postgres chromium lint
 sweep: $(STAMP)
 	$(BIN)/orchestra run experiments/concurrency_sweep.toml
 
+# Real agents: how many opencode agents this machine bears, and the LLM provider's limits.
+agents-sweep: $(STAMP) $(OPENCODE_BIN)
+	$(BIN)/orchestra run experiments/opencode_sweep.toml
+	$(BIN)/orchestra run experiments/llm_sweep.toml
+
 bench: $(STAMP)
 	$(BIN)/orchestra bench store
 	$(BIN)/orchestra bench scheduler
@@ -66,7 +71,8 @@ clean:
 # live in each notebook's `parameters` cell):
 #   01 TEAM_SIZE=16 TASKS=200 · 02 USERS=[1..128] DURATION_S=4 REPEATS=3 ·
 #   03 WORKLOAD=mix LEVELS="4, 16, 64" DURATION_S=3 · 04 SIZE=full · 05 as committed ·
-#   06 USERS=[1,10,100] DURATION_S=4.
+#   06 USERS=[1,10,100] DURATION_S=4 ·
+#   08 OPENCODE_USERS=[1,2,4,8,16] LLM_USERS=[1..64] LLM_DURATION_S=3.
 NB_OUT := results/notebooks
 PAPERMILL := $(BIN)/papermill --cwd notebooks --kernel python3 --log-output
 
@@ -83,6 +89,8 @@ notebooks-full: $(STAMP)
 		-y '{"USERS": [1, 10, 100], "DURATION_S": 4.0}'
 	$(PAPERMILL) notebooks/07-scale-out.ipynb $(NB_OUT)/07-scale-out.ipynb \
 		-y '{"INSTANCES": [1, 2, 3, 4], "DURATION_S": 3.0, "CONCURRENCY": 64}'
+	$(PAPERMILL) notebooks/08-real-agents.ipynb $(NB_OUT)/08-real-agents.ipynb \
+		-y '{"OPENCODE_USERS": [1, 2, 4, 8, 16], "LLM_USERS": [1, 2, 4, 8, 16, 32, 64], "LLM_DURATION_S": 3.0}'
 
 # Refresh the committed regression baseline deliberately (see notebooks/05-regression.ipynb).
 .PHONY: baseline

@@ -158,6 +158,8 @@ class AgentError(OrchestraError):
     code = "agent_error"
     http_status = 502
     retryable: bool = False
+    #: What the failed run cost (``AgentUsage.to_dict()``), when the backend measured it.
+    usage: dict[str, Any] | None = None
 
 
 class AgentUnavailableError(AgentError):

@@ -398,6 +398,7 @@ class Task:
     result: str | None = None
     error: str | None = None
     progress: int = 0
+    usage: dict[str, Any] | None = None  # what the agent run cost (agents/usage.py)
 
     @property
     def terminal(self) -> bool:
@@ -412,4 +413,5 @@ class Task:
                 "files": list(self.files), "status": str(self.status),
                 "attempts": self.attempts, "created_at": self.created_at,
                 "started_at": self.started_at, "finished_at": self.finished_at,
-                "result": self.result, "error": self.error, "progress": self.progress}
+                "result": self.result, "error": self.error, "progress": self.progress,
+                "usage": dict(self.usage) if self.usage is not None else None}

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
+from .usage import AgentUsage
+
 __all__ = ["Acquire", "AgentBackend", "AgentEvent", "AgentRequest", "AgentResult", "Emit"]
 
 EventKind = Literal["started", "progress", "file", "tokens", "text", "finished"]
@@ -61,6 +63,7 @@ class AgentResult:
     llm_calls: int = 0
     tokens_out: int = 0
     ttft_ms: float | None = None
+    usage: AgentUsage | None = None  # what the run cost (see agents/usage.py)
 
 
 @runtime_checkable

@@ -29,9 +29,10 @@ from typing import Any
 import aiohttp
 
 from ..config import AgentSettings
-from ..errors import AgentTimeoutError, AgentUnavailableError, ProviderError
+from ..errors import AgentError, AgentTimeoutError, AgentUnavailableError, ProviderError
 from .base import Acquire, AgentEvent, AgentRequest, AgentResult, Emit
 from .http import HttpClientPool
+from .usage import AgentUsage
 
 __all__ = ["Completion", "OpenAIBackend", "parse_retry_after"]
 
@@ -48,6 +49,15 @@ class Completion:
     tokens_out: int
     ttft_ms: float | None
     attempts: int
+    bucket_wait_s: float = 0.0  # summed over attempts
+
+
+@dataclass(slots=True)
+class _Meter:
+    """One call's running accounting: attempts made and time spent waiting for the bucket."""
+
+    attempts: int = 0
+    bucket_wait_s: float = 0.0
 
 
 class _Retryable(Exception):
@@ -106,11 +116,18 @@ class OpenAIBackend:
     async def run(self, request: AgentRequest, emit: Emit) -> AgentResult:
         """Ask the model to do the task; the reply text is the summary."""
         emit(AgentEvent(kind="started"))
-        done = await self.complete(request.model, build_messages(request), emit)
+        started = time.perf_counter()
+        meter = _Meter()
+        try:
+            done = await self.complete(request.model, build_messages(request), emit, meter=meter)
+        except AgentError as err:
+            err.usage = _usage(meter, started, None, None).to_dict()
+            raise
         emit(AgentEvent(kind="progress", progress=100))
         emit(AgentEvent(kind="finished"))
         return AgentResult(summary=done.text, llm_calls=done.attempts,
-                           tokens_out=done.tokens_out, ttft_ms=done.ttft_ms)
+                           tokens_out=done.tokens_out, ttft_ms=done.ttft_ms,
+                           usage=_usage(meter, started, done.ttft_ms, done.tokens_out))
 
     async def aclose(self) -> None:
         """The pool belongs to the caller: nothing to release here."""
@@ -118,18 +135,20 @@ class OpenAIBackend:
     # ------------------------------------------------------------------ one call, retried
 
     async def complete(self, model: str, messages: list[dict[str, str]],
-                       emit: Emit | None = None) -> Completion:
+                       emit: Emit | None = None, *, meter: _Meter | None = None) -> Completion:
         """One chat call with retries; ProviderError / AgentTimeoutError when it gives up."""
         self.calls += 1
         body = {"model": model, "messages": messages, "stream": True,
                 "stream_options": {"include_usage": True}}
+        meter = meter if meter is not None else _Meter()
         attempt = 0
         while True:
             attempt += 1
+            meter.attempts = attempt
             try:
-                text, tokens, ttft_ms = await self._attempt(body, emit)
+                text, tokens, ttft_ms = await self._attempt(body, emit, meter)
                 return Completion(text=text, tokens_out=tokens, ttft_ms=ttft_ms,
-                                  attempts=attempt)
+                                  attempts=attempt, bucket_wait_s=meter.bucket_wait_s)
             except _Retryable as failure:
                 delay = self._retry_delay(failure, attempt)
                 if delay is None:
@@ -160,9 +179,12 @@ class OpenAIBackend:
             f"LLM call to {self.url} failed after {attempt} attempt(s) ({why}): {failure.message}",
             status=failure.status, retry_after_s=failure.retry_after_s)
 
-    async def _attempt(self, body: dict[str, Any], emit: Emit | None) -> tuple[str, int, float | None]:
+    async def _attempt(self, body: dict[str, Any], emit: Emit | None,
+                       meter: _Meter) -> tuple[str, int, float | None]:
         if self._acquire is not None:
+            waited = time.perf_counter()
             await self._acquire()
+            meter.bucket_wait_s += time.perf_counter() - waited
         self.attempts += 1
         timeout_s = self.settings.request_timeout
         try:
@@ -190,6 +212,14 @@ class OpenAIBackend:
             raise _Retryable(f"HTTP {e.status}: {e.message}", status=e.status) from None
         except (aiohttp.ClientError, ConnectionError) as e:
             raise _Retryable(f"connection error: {type(e).__name__}: {e}", status=502) from None
+
+
+def _usage(meter: _Meter, started: float, ttft_ms: float | None,
+           tokens: int | None) -> AgentUsage:
+    return AgentUsage(backend="openai", wall_s=round(time.perf_counter() - started, 4),
+                      ttft_ms=None if ttft_ms is None else round(ttft_ms, 3), tokens_out=tokens,
+                      llm_calls=meter.attempts, retries=max(0, meter.attempts - 1),
+                      bucket_wait_s=round(meter.bucket_wait_s, 4))
 
 
 def build_messages(request: AgentRequest) -> list[dict[str, str]]:

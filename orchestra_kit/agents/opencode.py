@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
 import signal
+import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,8 @@ from ..errors import AgentError, AgentTimeoutError, AgentUnavailableError, Provi
 from .base import Acquire, AgentEvent, AgentRequest, AgentResult, Emit
 from .leftovers import MARKER_ENV, RunRecords
 from .opencode_events import PROVIDER_ERROR_MARKERS, OpencodeEventParser
+from .proctrack import ProcessTracker, TreeSampler
+from .usage import AgentUsage
 
 __all__ = ["OPENCODE_VERSION", "OpencodeBackend", "build_prompt", "find_opencode"]
 
@@ -101,6 +106,7 @@ class OpencodeBackend:
                 "The opencode backend needs agents.base_url (an OpenAI-compatible URL such "
                 "as http://127.0.0.1:8000/v1); it is empty")
         self.running: dict[int, int] = {}  # task_id -> process (group) id, while running
+        self.sampler = TreeSampler(interval_s=0.5)  # every run's process tree (proctrack.py)
         self.records = RunRecords(self.state_dir / "runs")
         self.key_file = self.state_dir / "provider-key"
 
@@ -149,25 +155,34 @@ class OpencodeBackend:
         await asyncio.to_thread(_make_dirs, request.workspace, home)
         if self.settings.api_key:
             await asyncio.to_thread(_write_private, self.key_file, self.settings.api_key)
+        waited = time.perf_counter()
         if self._acquire is not None:
             await self._acquire()
+        waited = time.perf_counter() - waited
         parser = OpencodeEventParser(workspace=request.workspace.resolve(),
                                      project_root=request.project_root.resolve())
         stderr_tail: deque[bytes] = deque()
         emit(AgentEvent(kind="started"))
-        rc = await self._run_process(request, home, parser, stderr_tail, emit)
-        stderr_text = b"".join(stderr_tail).decode("utf-8", "replace")
-        _check_outcome(rc, parser, stderr_text)
+        tracker = ProcessTracker()
+        try:
+            rc = await self._run_process(request, home, parser, stderr_tail, emit, tracker)
+            stderr_text = b"".join(stderr_tail).decode("utf-8", "replace")
+            _check_outcome(rc, parser, stderr_text)
+        except AgentError as err:
+            err.usage = _usage(tracker, parser, waited).to_dict()
+            raise
         emit(AgentEvent(kind="progress", progress=100))
         emit(AgentEvent(kind="finished"))
         return AgentResult(summary="\n".join(parser.texts).strip(),
                            files_touched=tuple(parser.files_touched),
-                           llm_calls=parser.steps, tokens_out=parser.tokens_out)
+                           llm_calls=parser.steps, tokens_out=parser.tokens_out,
+                           usage=_usage(tracker, parser, waited))
 
     async def _run_process(self, request: AgentRequest, home: Path,
                            parser: OpencodeEventParser, stderr_tail: deque[bytes],
-                           emit: Emit) -> int:
+                           emit: Emit, tracker: ProcessTracker) -> int:
         token = await asyncio.to_thread(self.records.new, request.task_id)
+        tracker.t0 = time.perf_counter()  # start-up counts from the spawn
         proc = await asyncio.create_subprocess_exec(
             *self.argv(request), cwd=request.workspace,
             env={**self.build_env(request, home), MARKER_ENV: token},
@@ -176,14 +191,14 @@ class OpencodeBackend:
         self.running[request.task_id] = proc.pid
         try:
             await asyncio.to_thread(self.records.started, token, proc.pid)
-            async with asyncio.timeout(request.timeout_s) as scope:
-                async with asyncio.TaskGroup() as tg:
-                    assert proc.stdin and proc.stdout is not None and proc.stderr is not None
-                    tg.create_task(_send_prompt(proc.stdin, build_prompt(request)))
-                    tg.create_task(_read_events(proc.stdout, parser, emit))
-                    tg.create_task(_read_tail(proc.stderr, stderr_tail))
-                    rc = await proc.wait()
-                    _signal_group(proc.pid, signal.SIGKILL)  # stragglers holding the pipes
+            async with (asyncio.timeout(request.timeout_s) as scope,
+                        self.sampler.track(proc.pid, tracker), asyncio.TaskGroup() as tg):
+                assert proc.stdin and proc.stdout is not None and proc.stderr is not None
+                tg.create_task(_send_prompt(proc.stdin, build_prompt(request)))
+                tg.create_task(_read_events(proc.stdout, parser, emit, tracker.mark_output))
+                tg.create_task(_read_tail(proc.stderr, stderr_tail))
+                rc = await proc.wait()
+                _signal_group(proc.pid, signal.SIGKILL)  # stragglers holding the pipes
             return rc
         except TimeoutError:
             await _terminate(proc)
@@ -196,6 +211,7 @@ class OpencodeBackend:
             await _terminate(proc)
             raise
         finally:
+            tracker.exit_code = proc.returncode
             self.running.pop(request.task_id, None)
             self.records.forget(token)  # one unlink; no await, so no cancel can skip it
 
@@ -204,7 +220,8 @@ class OpencodeBackend:
         return await self.records.end_leftovers(_TERM_GRACE_S)
 
     async def aclose(self) -> None:
-        """Nothing is held between runs (each run owns and reaps its process)."""
+        """Stop the process-tree sampler (each run owns and reaps its own process)."""
+        await self.sampler.aclose()
 
 
 def _make_dirs(workspace: Path, home: Path) -> None:
@@ -235,7 +252,7 @@ async def _send_prompt(stdin: asyncio.StreamWriter, prompt: str) -> None:
 
 
 async def _read_events(stream: asyncio.StreamReader, parser: OpencodeEventParser,
-                       emit: Emit) -> None:
+                       emit: Emit, on_line: Callable[[], None] = lambda: None) -> None:
     while True:
         try:
             raw = await stream.readline()
@@ -244,6 +261,7 @@ async def _read_events(stream: asyncio.StreamReader, parser: OpencodeEventParser
             continue
         if not raw:
             return
+        on_line()
         for event in parser.feed(raw.decode("utf-8", "replace")):
             emit(event)
 
@@ -328,6 +346,11 @@ async def _terminate(proc: asyncio.subprocess.Process) -> None:
             tree.update(_process_tree(pid))
         _signal_tree(proc.pid, tree, signal.SIGKILL)
     await proc.wait()
+
+
+def _usage(tracker: ProcessTracker, parser: OpencodeEventParser, waited_s: float) -> AgentUsage:
+    return dataclasses.replace(tracker.usage(), llm_calls=parser.steps,
+                               tokens_out=parser.tokens_out, bucket_wait_s=round(waited_s, 4))
 
 
 def _check_outcome(rc: int, parser: OpencodeEventParser, stderr_text: str) -> None:

@@ -13,17 +13,18 @@ from typing import Any
 
 from orchestra_kit.errors import ConfigError
 
-from .config import FakeLLMConfig, scripts_from_json
+from .config import FakeLLMConfig, scripts_from_json, write_file_script
+from .profiles import PROFILES, profile_values
 from .server import FakeLLM
 
 __all__ = ["cli_main"]
 
 _PROG = "orchestra fake-llm"
 _FLOAT_FIELDS = (
-    "ttft_ms", "ttft_jitter_ms", "tokens_per_s", "retry_after_s", "hang_max_s",
+    "ttft_ms", "ttft_jitter_ms", "ttft_sigma", "tokens_per_s", "retry_after_s", "hang_max_s",
     "rate_429", "rate_500", "rate_503", "rate_hang", "rate_stream_cut",
 )
-_INT_FIELDS = ("seed", "output_tokens", "output_tokens_jitter", "capacity")
+_INT_FIELDS = ("seed", "output_tokens", "output_tokens_jitter", "capacity", "max_queue")
 
 
 class _UsageError(Exception):
@@ -37,16 +38,24 @@ def _flag(field_name: str) -> str:
 def _parser() -> argparse.ArgumentParser:
     defaults = {f.name: f.default for f in fields(FakeLLMConfig)}
     parser = argparse.ArgumentParser(
-        prog=_PROG, description="Serve an OpenAI-compatible fake LLM provider on loopback."
+        prog=_PROG, description="Serve an OpenAI-compatible fake LLM provider on loopback.",
+        epilog="profiles: " + "; ".join(f"{p.name}: {p.source}" for p in PROFILES.values()),
     )
+    parser.add_argument("--profile", default="default", choices=sorted(PROFILES),
+                        help="named latency profile; the flags below override its values")
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
     parser.add_argument("--port", type=int, default=8001, help="port (0 = any free port)")
     parser.add_argument("--allow-nonlocal", action="store_true",
                         help="allow a --host that is not a loopback address")
     for name in _INT_FIELDS:
-        parser.add_argument(_flag(name), dest=name, type=int, default=defaults[name])
+        parser.add_argument(_flag(name), dest=name, type=int, default=argparse.SUPPRESS,
+                            help=f"(default: the profile's, else {defaults[name]})")
     for name in _FLOAT_FIELDS:
-        parser.add_argument(_flag(name), dest=name, type=float, default=defaults[name])
+        parser.add_argument(_flag(name), dest=name, type=float, default=argparse.SUPPRESS,
+                            help=f"(default: the profile's, else {defaults[name]})")
+    parser.add_argument("--write-file-script", metavar="NAME", default=None,
+                        help="add a named script NAME: a [[script:NAME]] request makes the "
+                             "agent write the [[file:PATH]] of its prompt, then stop")
     parser.add_argument("--models", default=",".join(FakeLLMConfig().models),
                         help="comma-separated model names for /v1/models")
     parser.add_argument("--script", metavar="FILE.json", default=None,
@@ -82,10 +91,17 @@ def _config_from_args(args: argparse.Namespace) -> FakeLLMConfig:
     _check_host(args.host, args.allow_nonlocal)
     if not 0 <= args.port <= 65535:
         raise _UsageError(f"--port: {args.port} is not a port number (0..65535)")
-    values: dict[str, Any] = {name: getattr(args, name) for name in _INT_FIELDS + _FLOAT_FIELDS}
+    values: dict[str, Any] = profile_values(args.profile)
+    values |= {name: getattr(args, name) for name in _INT_FIELDS + _FLOAT_FIELDS
+               if hasattr(args, name)}
     values["models"] = tuple(m.strip() for m in args.models.split(",") if m.strip())
     if args.script is not None:
         values.update(_load_script(args.script))
+    if args.write_file_script:
+        named = dict(values.get("named_scripts") or {})
+        named[args.write_file_script] = write_file_script(
+            "{file}", "written by the fake provider for {file}\n", resolve=False)
+        values["named_scripts"] = named
     try:
         return FakeLLMConfig(**values)
     except ConfigError as exc:

@@ -58,6 +58,10 @@ def write_file_script(
     opencode's ``write`` takes ``{"filePath", "content"}``. With ``resolve=False`` a relative
     path is sent as it is and opencode resolves it against its own working directory, so one
     (named) script can serve many workspaces.
+
+    With ``resolve=False``, a ``{file}`` in ``path`` or ``content`` is replaced, per
+    request, by the PATH of a ``[[file:PATH]]`` marker in the last user message (named
+    scripts only), so each task can write its own file.
     """
     file_path = os.path.abspath(path) if resolve else path
     return (
@@ -92,12 +96,14 @@ class FakeLLMConfig:
     """Latency model, capacity, fault rates and scripts of one fake provider."""
 
     seed: int = 0
-    ttft_ms: float = 50.0
-    ttft_jitter_ms: float = 10.0
+    ttft_ms: float = 50.0  # the median time to first token
+    ttft_jitter_ms: float = 10.0  # uniform ± spread (when ttft_sigma == 0)
+    ttft_sigma: float = 0.0  # > 0: lognormal TTFT with median ttft_ms and this shape
     tokens_per_s: float = 200.0
     output_tokens: int = 40
     output_tokens_jitter: int = 10
-    capacity: int = 64
+    capacity: int = 64  # requests generating at once; the rest wait in a FIFO queue
+    max_queue: int = 0  # > 0: a request finding this many waiting gets a 429 at once
     rate_429: float = 0.0
     retry_after_s: float = 1.0
     rate_500: float = 0.0
@@ -116,6 +122,8 @@ class FakeLLMConfig:
         _check_int("seed", self.seed, minimum=-(2**63))
         _check_number("ttft_ms", self.ttft_ms, minimum=0)
         _check_number("ttft_jitter_ms", self.ttft_jitter_ms, minimum=0)
+        _check_number("ttft_sigma", self.ttft_sigma, minimum=0)
+        _check_int("max_queue", self.max_queue, minimum=0)
         _check_number("tokens_per_s", self.tokens_per_s, minimum=0, strict=True)
         _check_int("output_tokens", self.output_tokens, minimum=1)
         _check_int("output_tokens_jitter", self.output_tokens_jitter, minimum=0)
@@ -150,6 +158,13 @@ class FakeLLMConfig:
         for name in ("title_reply", "done_reply"):
             if not isinstance(getattr(self, name), str):
                 raise ConfigError(name, getattr(self, name), "a string")
+
+    @classmethod
+    def from_profile(cls, name: str, **overrides: Any) -> FakeLLMConfig:
+        """Profile ``name``'s values (:mod:`.profiles`), then ``overrides``."""
+        from .profiles import profile_values
+
+        return cls(**{**profile_values(name), **overrides})
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

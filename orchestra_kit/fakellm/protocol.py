@@ -20,6 +20,8 @@ __all__ = [
     "ReplyContent",
     "completion_object",
     "error_body",
+    "file_marker",
+    "fill_file",
     "filler_words",
     "parse_chat_request",
     "script_marker",
@@ -35,6 +37,7 @@ FILLER_VOCABULARY = (
 )
 
 _MARKER = re.compile(r"\[\[script:([^\]]+)\]\]")
+_FILE_MARKER = re.compile(r"\[\[file:([^\]]+)\]\]")
 # Tool-call arguments are streamed in pieces of this many characters (one "token" each).
 ARGUMENT_PIECE_CHARS = 24
 
@@ -135,13 +138,25 @@ def _message_text(message: dict[str, Any]) -> str:
     return ""
 
 
-def script_marker(messages: list[dict[str, Any]]) -> str | None:
+def script_marker(messages: list[dict[str, Any]], pattern: re.Pattern[str] = _MARKER) -> str | None:
     """The NAME of a ``[[script:NAME]]`` marker in the last user message, if any."""
     for message in reversed(messages):
         if message.get("role") == "user":
-            found = _MARKER.search(_message_text(message))
+            found = pattern.search(_message_text(message))
             return found.group(1) if found else None
     return None
+
+
+def file_marker(messages: list[dict[str, Any]]) -> str | None:
+    """The PATH of a ``[[file:PATH]]`` marker in the last user message, if any."""
+    return script_marker(messages, _FILE_MARKER)
+
+
+def fill_file(calls: tuple[tuple[str, dict[str, Any]], ...],
+              path: str) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """Tool calls with ``{file}`` in their string arguments replaced by ``path``."""
+    return tuple((name, {k: v.replace("{file}", path) if isinstance(v, str) else v
+                         for k, v in args.items()}) for name, args in calls)
 
 
 def assistant_turns(messages: list[dict[str, Any]]) -> int:

@@ -30,6 +30,7 @@ Extra endpoints: ``GET /_fake/stats`` (counters) and ``GET /_fake/requests`` (th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import time
@@ -155,6 +156,8 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         assert error is not None
         return error
     plan = state.plan(chat)
+    if plan.outcome == "ok" and state.queue_full():
+        plan = dataclasses.replace(plan, outcome="429")  # shed: the queue is full
     entry = _entry(request, state, chat, body, plan)
     if plan.outcome in _FAULTS:
         return _fault_response(state, entry, plan.outcome)

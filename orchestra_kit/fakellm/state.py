@@ -9,6 +9,8 @@ the same latencies on every run.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 import random
 import time
 from collections import deque
@@ -22,6 +24,8 @@ from .protocol import (
     ChatRequest,
     ReplyContent,
     assistant_turns,
+    file_marker,
+    fill_file,
     filler_words,
     script_marker,
 )
@@ -141,6 +145,11 @@ class FakeState:
             hanging=self.hanging,
         )
 
+    def queue_full(self) -> bool:
+        """Whether ``max_queue`` requests already wait (the next one is shed with a 429)."""
+        limit = self.config.max_queue
+        return limit > 0 and not self.gate.is_free() and self._queued >= limit
+
     def reset_log(self) -> None:
         """Forget logged requests and the peak counters."""
         self.log.clear()
@@ -177,7 +186,11 @@ class FakeState:
         """Draw everything random about ``chat`` (synchronously, in a fixed order)."""
         cfg = self.config
         outcome = self._draw_outcome()
-        ttft_ms = max(0.0, cfg.ttft_ms + self.rng.uniform(-cfg.ttft_jitter_ms, cfg.ttft_jitter_ms))
+        if cfg.ttft_sigma > 0:  # lognormal around the median: the long tail of real APIs
+            ttft_ms = cfg.ttft_ms * math.exp(self.rng.gauss(0.0, cfg.ttft_sigma))
+        else:
+            ttft_ms = max(0.0, cfg.ttft_ms + self.rng.uniform(-cfg.ttft_jitter_ms,
+                                                              cfg.ttft_jitter_ms))
         low = max(1, cfg.output_tokens - cfg.output_tokens_jitter)
         n_tokens = self.rng.randint(low, cfg.output_tokens + cfg.output_tokens_jitter)
         name, scripted, script_applies = self._pick_script(chat)
@@ -185,6 +198,9 @@ class FakeState:
             reply = ReplyContent.from_text("title", cfg.title_reply)
         elif scripted is not None:
             reply = ReplyContent.from_script(scripted)
+            path = file_marker(chat.messages) if name is not None else None
+            if path is not None:
+                reply = dataclasses.replace(reply, tool_calls=fill_file(reply.tool_calls, path))
             if outcome == "ok" and name is None:
                 self.script_cursor += 1  # failed answers are retried: do not consume
         elif script_applies:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_getattr
 
 if TYPE_CHECKING:
+    from orchestra_kit.lab.agentstats import load_agents
     from orchestra_kit.lab.analysis import (
         KneeResult,
         UslFit,
@@ -27,6 +28,13 @@ if TYPE_CHECKING:
         slo_knee,
         summary_table,
         throughput_knee,
+    )
+    from orchestra_kit.lab.capacity import (
+        AgentCapacity,
+        agent_capacity,
+        agent_table,
+        llm_limits,
+        llm_limits_of_run,
     )
     from orchestra_kit.lab.chat_lab import (
         chat_demo,
@@ -48,6 +56,7 @@ if TYPE_CHECKING:
         plot_timeline,
         save_figure,
     )
+    from orchestra_kit.lab.plots_agents import plot_agents, plot_llm_limits
     from orchestra_kit.lab.plots_chat import plot_chat_latency
     from orchestra_kit.lab.report import Report, build_report, compare_runs
     from orchestra_kit.lab.report_html import (
@@ -60,6 +69,7 @@ if TYPE_CHECKING:
     from orchestra_kit.lab.results import RunData, Slo, latest_run, load_run
     from orchestra_kit.lab.scaleout import plot_scaleout, run_scaleout_bench, scaleout_frame
     from orchestra_kit.lab.seedtable import SeedTable, measure_seed_table
+    from orchestra_kit.lab.seedtable_llm import llm_calls_rows
     from orchestra_kit.lab.spec import ExperimentSpec, load_spec
     from orchestra_kit.lab.sweep import PointDone, run_experiment, service_settings
     from orchestra_kit.lab.widgets import (
@@ -75,6 +85,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LAB_DEFAULTS",
     "SETTINGS_KNOBS",
+    "AgentCapacity",
     "ClosedLoop",
     "Comparison",
     "ExperimentSpec",
@@ -91,6 +102,8 @@ __all__ = [
     "TuningPanel",
     "UslFit",
     "WorkerSlice",
+    "agent_capacity",
+    "agent_table",
     "audit",
     "build_report",
     "chat_demo",
@@ -103,16 +116,22 @@ __all__ = [
     "geometric_knee",
     "html_report",
     "latest_run",
+    "llm_calls_rows",
+    "llm_limits",
+    "llm_limits_of_run",
+    "load_agents",
     "load_chat_run",
     "load_run",
     "load_spec",
     "make_workload",
     "measure_generator",
     "measure_seed_table",
+    "plot_agents",
     "plot_before_after",
     "plot_chat_latency",
     "plot_distribution",
     "plot_latency",
+    "plot_llm_limits",
     "plot_report",
     "plot_scaleout",
     "plot_success",
@@ -136,6 +155,7 @@ __all__ = [
 ]
 
 _WHERE = {
+    "AgentCapacity": "orchestra_kit.lab.capacity",
     "ClosedLoop": "orchestra_kit.lab.loadgen",
     "Comparison": "orchestra_kit.lab.comparison",
     "chat_demo": "orchestra_kit.lab.chat_lab",
@@ -158,6 +178,8 @@ _WHERE = {
     "Slo": "orchestra_kit.lab.results",
     "TuningPanel": "orchestra_kit.lab.widgets",
     "UslFit": "orchestra_kit.lab.analysis",
+    "agent_capacity": "orchestra_kit.lab.capacity",
+    "agent_table": "orchestra_kit.lab.capacity",
     "WorkerSlice": "orchestra_kit.lab.workers",
     "audit": "orchestra_kit.lab.analysis",
     "build_report": "orchestra_kit.lab.report",
@@ -170,14 +192,20 @@ _WHERE = {
     "geometric_knee": "orchestra_kit.lab.analysis",
     "html_report": "orchestra_kit.lab.report_html",
     "latest_run": "orchestra_kit.lab.results",
+    "llm_calls_rows": "orchestra_kit.lab.seedtable_llm",
+    "llm_limits": "orchestra_kit.lab.capacity",
+    "llm_limits_of_run": "orchestra_kit.lab.capacity",
+    "load_agents": "orchestra_kit.lab.agentstats",
     "load_run": "orchestra_kit.lab.results",
     "load_spec": "orchestra_kit.lab.spec",
     "make_workload": "orchestra_kit.lab.workloads",
     "measure_generator": "orchestra_kit.lab.genbench",
     "measure_seed_table": "orchestra_kit.lab.seedtable",
+    "plot_agents": "orchestra_kit.lab.plots_agents",
     "plot_before_after": "orchestra_kit.lab.plots",
     "plot_distribution": "orchestra_kit.lab.plots",
     "plot_latency": "orchestra_kit.lab.plots",
+    "plot_llm_limits": "orchestra_kit.lab.plots_agents",
     "plot_report": "orchestra_kit.lab.plots",
     "plot_success": "orchestra_kit.lab.plots",
     "plot_throughput": "orchestra_kit.lab.plots",

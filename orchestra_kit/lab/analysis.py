@@ -42,6 +42,9 @@ __all__ = [
 ]
 
 # Columns the results loader writes; anything else that varies within a load is a series.
+#: Measured per-point columns (lab/agentstats.py, lab/provider.py), never sweep series.
+MEASURED_PREFIXES = ("agent_", "agents_", "task_", "machine_", "provider_", "files_found",
+                     "leftover_processes")
 STANDARD_COLUMNS = frozenset(
     ("run_id", "point", "repeat", "load", "concurrency", "rate_rps", "loop", "audit_ok",
      "audit_reason", *SUMMARY_COLUMNS)
@@ -92,7 +95,7 @@ def series_columns(points: pd.DataFrame, load_col: str = "load") -> list[str]:
     """Sweep columns that take several values at one load (e.g. ``settings.enable_wal_mode``)."""
     out = []
     for col in points.columns:
-        if col in STANDARD_COLUMNS or col == load_col:
+        if col in STANDARD_COLUMNS or col == load_col or col.startswith(MEASURED_PREFIXES):
             continue
         values = points[col].astype(str)
         if values.groupby(points[load_col]).nunique().max() > 1:

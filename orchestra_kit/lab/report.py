@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .analysis import audit, compare, describe_run, summary_table
+from .capacity import agent_reading
 from .comparison import Comparison
 from .explain import ceiling_words, latency_by_priority, priority_words
 from .results import RunData, Slo, load_run
@@ -26,6 +27,7 @@ class Report:
     table: Any  # pandas DataFrame
     reading: str
     charts: list[Path] = field(default_factory=list)
+    agents: str = ""  # agent sweeps: the capacity sentence or the LLM limits
     by_priority: Any = None  # pandas DataFrame of latency per priority, or None
 
     def text(self) -> str:
@@ -42,6 +44,8 @@ class Report:
             lines += ["", "corrected latency by task priority at the highest load (ok requests):",
                       top.to_string(index=False)]
         lines += ["", self.reading]
+        if self.agents:
+            lines += ["", self.agents]
         if self.charts:
             lines += ["", "charts:"] + [f"  {p}" for p in self.charts]
         return "\n".join(lines)
@@ -69,7 +73,13 @@ def build_report(run_dir: str | Path, *, charts: bool = True) -> Report:
     by_priority = latency_by_priority(run.requests, run.points)
     extra = [w for w in (ceiling_words(points), priority_words(by_priority)) if w]
     reading = " ".join([reading, *extra])
-    return Report(run=run, table=table, reading=reading, charts=paths, by_priority=by_priority)
+    agents = agent_reading(run)
+    if charts and agents:
+        from .plots_agents import plot_agent_report
+
+        paths += plot_agent_report(run, run.path / "charts")
+    return Report(run=run, table=table, reading=reading, charts=paths, by_priority=by_priority,
+                  agents=agents)
 
 
 def compare_runs(base_dir: str | Path, new_dir: str | Path, *, metrics: list[str] | None = None,

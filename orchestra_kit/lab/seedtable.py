@@ -126,8 +126,7 @@ def _values(points: pd.DataFrame, col: str, scale: float = 1.0, **where: Any) ->
 
 async def _llm_rows(ctx: _Ctx) -> list[dict[str, Any]]:
     """POST /tasks wait and time to done, openai backend against the fake provider."""
-    fake_cfg = FakeLLMConfig(seed=ctx.seed, ttft_ms=300.0, ttft_jitter_ms=30.0, tokens_per_s=200.0,
-                             output_tokens=60, output_tokens_jitter=0)
+    fake_cfg = FakeLLMConfig.from_profile("seedtable", seed=ctx.seed)
     async with FakeLLM(fake_cfg) as fake:
         settings = {"agents.backend": "openai", "agents.base_url": fake.base_url,
                     "agents.api_key": "sk-local"}

@@ -24,6 +24,7 @@ from typing import Any
 from ..config import Settings
 from ..errors import ConfigError
 from .loadgen import ClosedLoop, LoadModel, OpenLoop
+from .provider import ProviderSpec
 from .results import Slo
 
 __all__ = ["ExperimentSpec", "GeneratorSpec", "LoadSpec", "SweepPoint", "TargetSpec", "WorkloadSpec", "load_spec",
@@ -32,7 +33,7 @@ __all__ = ["ExperimentSpec", "GeneratorSpec", "LoadSpec", "SweepPoint", "TargetS
 WORKLOAD_KINDS = ("hire", "batch_hire", "assign_wait", "assign", "lease_contention", "read_mix",
                   "health", "mix", "chat")
 _TOP_KEYS = {"name", "description", "seed", "repeats", "x", "target", "generator", "workload",
-             "load", "sweep", "slo", "variants"}
+             "load", "sweep", "slo", "variants", "provider"}
 TARGET_KINDS = ("process", "inprocess", "url")
 
 
@@ -111,6 +112,10 @@ class WorkloadSpec:
     paths: int = 4
     wait_timeout_s: float = 30.0
     mix: dict[str, float] = field(default_factory=dict)
+    #: the task text of assign workloads; {i} = request index, {seed} = the point's seed
+    description: str = "load task {i}"
+    #: a glob (e.g. "task-*.txt"): count the files the agents wrote in their workspaces
+    expect_files: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in WORKLOAD_KINDS:
@@ -125,6 +130,15 @@ class WorkloadSpec:
             _typed(f"workload.mix.{name}", weight, float, minimum=0)
         if self.kind == "mix" and not any(w > 0 for w in self.mix.values()):
             raise _fail("workload.mix", self.mix, "needs at least one positive weight")
+        try:
+            text = self.description.format(i=0, seed=0)
+        except (KeyError, IndexError, ValueError, AttributeError):
+            raise _fail("workload.description", self.description,
+                        "a task text whose only {fields} are {i} and {seed}") from None
+        if not text.strip():
+            raise _fail("workload.description", self.description, "must not be empty")
+        if not isinstance(self.expect_files, str) or "/" in self.expect_files:
+            raise _fail("workload.expect_files", self.expect_files, "a file-name glob, no '/'")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,6 +156,7 @@ class LoadSpec:
     duration_s: float = 5.0
     max_requests: int = 100_000
     max_inflight: int = 10_000
+    grace_s: float = 10.0  # how long requests in flight at the end may finish
 
     def __post_init__(self) -> None:
         if self.model not in ("closed", "open"):
@@ -150,6 +165,9 @@ class LoadSpec:
         if self.duration_s > 3600:
             raise _fail("load.duration_s", self.duration_s, "must be <= 3600 (runs are bounded)")
         _typed("load.max_requests", self.max_requests, int, minimum=1)
+        _typed("load.grace_s", self.grace_s, float, minimum=0)
+        if self.grace_s > 3600:
+            raise _fail("load.grace_s", self.grace_s, "must be <= 3600 (runs are bounded)")
         self.to_model()  # validates the model's own fields
         expected = self.rate_rps * self.duration_s
         if self.model == "open" and expected > self.max_requests:
@@ -203,6 +221,7 @@ class ExperimentSpec:
     sweep: dict[str, list[Any]] = field(default_factory=dict)
     slo: Slo = field(default_factory=Slo)
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    provider: ProviderSpec = field(default_factory=ProviderSpec)
     source: str = ""
 
     def points(self) -> list[SweepPoint]:
@@ -321,6 +340,7 @@ def parse_spec(doc: Mapping[str, Any], *, source: str = "") -> ExperimentSpec:
         sweep=_check_sweep(doc),
         slo=_section(doc, "slo", Slo),
         variants=_check_variants(doc),
+        provider=_section(doc, "provider", ProviderSpec),
         source=source,
     )
     if spec.x and spec.x not in spec.sweep:
@@ -362,6 +382,7 @@ def to_document(spec: ExperimentSpec) -> dict[str, Any]:
         "generator": dataclasses.asdict(spec.generator), "workload": dataclasses.asdict(spec.workload),
         "load": dataclasses.asdict(spec.load), "sweep": dict(spec.sweep),
         "slo": dataclasses.asdict(spec.slo), "variants": dict(spec.variants),
+        "provider": dataclasses.asdict(spec.provider),
     }
 
 
@@ -372,6 +393,9 @@ def _assign(doc: dict[str, Any], key: str, value: Any) -> None:
         return
     if key.startswith("target.settings."):
         doc["target"]["settings"][key[len("target.settings."):]] = value
+        return
+    if key.startswith("provider.config."):
+        doc["provider"]["config"][key[len("provider.config."):]] = value
         return
     section, _, rest = key.partition(".")
     if rest and isinstance(doc.get(section), dict):

@@ -27,8 +27,11 @@ import aiohttp
 
 from ..config import Settings
 from ..errors import OrchestraError
+from .agentpoint import agent_point
+from .agentstats import AGENT_POINT_COLUMNS, append_agent_rows
 from .calibrate import cached_capacity
 from .loadgen import LoadRun, run_load
+from .provider import PROVIDER_COLUMNS
 from .results import RunWriter, summarise_point
 from .spec import ExperimentSpec, SweepPoint, to_document
 from .target import Target, open_target, service_settings
@@ -82,7 +85,8 @@ async def _generate(job: _PointJob, url: str, workload: Workload) -> LoadRun:
         if processes == 1:
             return await run_load(workload.operation(client), load.to_model(),
                                   duration_s=load.duration_s, max_requests=_cap(job),
-                                  seed=job.seed, progress=job.progress, label=job.label)
+                                  seed=job.seed, progress=job.progress, label=job.label,
+                                  grace_s=load.grace_s)
     parts = split(load.to_model(), load.duration_s, _cap(job), job.seed, processes)
     slices = [WorkerSlice(url=url, api_key=spec.target.api_key, workload=workload,
                           model=load.to_model(), part=part, duration_s=load.duration_s,
@@ -120,15 +124,26 @@ def _bar(job: _PointJob, total: int) -> Any:
 
 async def _run_point(job: _PointJob) -> tuple[LoadRun, dict[str, Any]]:
     opened: list[Target] = []
+    agent_columns: dict[str, Any] = {}
     workload = make_workload(job.point.workload, job.seed)
-    try:  # the workload's environment (e.g. a fake Slack) wraps the target it configures
+    try:  # the workload's environment (e.g. a fake Slack) and the agents' provider wrap it
         async with (workload.environment() as extra,
-                    open_target(job.spec.target.kind, url=job.spec.target.url,
-                                overrides={**job.point.settings_overrides, **extra},
-                                log_path=job.log_path,
-                                start_timeout_s=job.spec.target.start_timeout_s) as target):
-            opened.append(target)
-            run = await _generate(job, target.url, workload)
+                    agent_point(job.spec.provider, job.seed) as agents):
+            overrides = {**job.point.settings_overrides, **extra,
+                         **(agents.overrides if agents else {})}
+            async with open_target(job.spec.target.kind, url=job.spec.target.url,
+                                   overrides=overrides, log_path=job.log_path,
+                                   start_timeout_s=job.spec.target.start_timeout_s) as target:
+                opened.append(target)
+                async with agents.sampling() if agents else contextlib.nullcontext():
+                    run = await _generate(job, target.url, workload)
+                workspace = target.settings.workspace_dir if target.settings else None
+                if agents:
+                    await agents.collect(target.url, job.spec.target.api_key, workspace,
+                                         job.point.workload.expect_files)
+            if agents:
+                agents.after_target(workspace)
+                run.extra["agent_rows"], agent_columns = agents.rows, agents.columns
     except (OrchestraError, OSError, aiohttp.ClientError, TimeoutError) as exc:
         log.warning("point %s repeat %s failed: %s", job.point.index, job.repeat, exc)
         run = LoadRun(records=[], started_wall=0.0, duration_s=0.0, dropped=0,
@@ -143,7 +158,11 @@ async def _run_point(job: _PointJob) -> tuple[LoadRun, dict[str, Any]]:
             run.extra["settings"] = target.settings.flat()
     else:
         run.extra["target"] = {"kind": job.spec.target.kind}
-    return run, summarise_point(run, slo=job.spec.slo, params=_params(job.point))
+    summary = summarise_point(run, slo=job.spec.slo, params=_params(job.point))
+    if job.spec.provider.kind == "fake":  # the same columns on every row, failed points too
+        summary |= dict.fromkeys((*AGENT_POINT_COLUMNS, *PROVIDER_COLUMNS), math.nan)
+        summary |= agent_columns
+    return run, summary
 
 
 def _params(point: SweepPoint) -> dict[str, Any]:
@@ -200,6 +219,9 @@ async def run_experiment(
                         {"point": point.index, "repeat": repeat, "params": point.params,
                          "error": summary["point_error"]})
                 await writer.add_point(point.index, repeat, point.load_value, run, summary)
+                if "agent_rows" in run.extra:
+                    await append_agent_rows(writer.path, writer.run_id, point.index, repeat,
+                                            run.extra.pop("agent_rows"))
                 done += 1
                 if on_point is not None:
                     on_point(PointDone(point, repeat, summary, total, done))

@@ -128,7 +128,8 @@ class Assign(Workload):
     async def op(self, client: Client, i: int) -> OpResult:
         name = self.team[i % len(self.team)]
         priority = i % 11
-        body = {"name": name, "task": f"load task {i}", "priority": priority}
+        body = {"name": name, "task": self.spec.description.format(i=i, seed=self.seed),
+                "priority": priority}
         status, reply = await client.request("POST", "/tasks", body)
         op = "assign_wait" if self.wait else "assign"
         if status not in (200, 201, 202) or not self.wait:

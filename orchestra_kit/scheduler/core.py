@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from ..agents.base import AgentBackend
+from ..agents.usage import UsageAggregate
 from ..config import AgentSettings, SchedulerSettings
 from ..errors import ConflictError, OrchestraError, ServiceUnavailableError
 from ..models import TERMINAL_STATUSES, Task, TaskStatus
@@ -74,6 +75,7 @@ class Scheduler(TaskExecution):
         self._counts = {"completed": 0, "failed": 0, "cancelled": 0, "timed_out": 0,
                         "retries": 0, "requeued": 0, "started": 0}
         self.peak_running = 0
+        self._usage = UsageAggregate()
         self._shared: SharedCoordinator | None = None
         self._paused_until = 0.0
         if isinstance(store, SharedStoreProtocol):  # several instances: see .shared
@@ -287,6 +289,10 @@ class Scheduler(TaskExecution):
     def running_count(self) -> int:
         """Tasks holding a slot now (cheap: for /health on every call)."""
         return len(self._runs)
+
+    def agent_usage(self) -> dict[str, Any]:
+        """What agent runs cost (per-field count, mean, p50, p99, max) for /performance."""
+        return self._usage.summary()
 
     def _limiter_stats(self) -> dict[str, Any]:
         if self._limiter is None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..agents import model_for
 from ..agents.base import AgentBackend, AgentEvent, AgentRequest, AgentResult
+from ..agents.usage import AgentUsage, UsageAggregate
 from ..config import AgentSettings, SchedulerSettings
 from ..errors import AgentError, CapacityError, ConflictError, LeaseBlockedError, OrchestraError
 from ..models import Task, TaskStatus
@@ -62,6 +63,7 @@ class TaskExecution:
     _state: str
     _counts: dict[str, int]
     _progress_due: dict[int, int]  # task id -> latest progress not yet written
+    _usage: UsageAggregate
 
     def _enqueue(self, task: Task) -> None:
         raise NotImplementedError  # Scheduler's
@@ -227,10 +229,15 @@ class TaskExecution:
         except TimeoutError:
             await self._end(run, TaskStatus.TIMED_OUT, error=f"timed out after {self._settings.task_timeout_s:g} s")
         except AgentError as e:
+            if e.usage is not None:
+                self._usage.add(AgentUsage.from_dict(e.usage))
             await self._on_agent_error(run, e)
         else:
+            usage = result.usage.to_dict() if result.usage is not None else None
+            if result.usage is not None:
+                self._usage.add(result.usage)
             await self._end(run, TaskStatus.COMPLETED, result=result.summary or "done",
-                            files=result.files_touched)
+                            files=result.files_touched, usage=usage)
 
     async def _model_for(self, task: Task) -> str:
         if task.model:
@@ -246,7 +253,8 @@ class TaskExecution:
         if error.retryable and task.attempts < self._settings.max_attempts:
             try:
                 requeued = await self._store.transition(task.id, TaskStatus.QUEUED, expect=TaskStatus.RUNNING,
-                                                        error=f"attempt {task.attempts}: {error.message}")
+                                                        error=f"attempt {task.attempts}: {error.message}",
+                                                        usage=error.usage)
             except ConflictError:
                 return
             self._counts["retries"] += 1
@@ -255,7 +263,7 @@ class TaskExecution:
             delay = min(self._settings.retry_backoff_max_s, self._settings.retry_backoff_s * 2 ** (task.attempts - 1))
             self._retry_later(requeued, delay * (0.5 + self._rng.random() / 2))
             return
-        await self._end(run, TaskStatus.FAILED, error=error.message)
+        await self._end(run, TaskStatus.FAILED, error=error.message, usage=error.usage)
 
     def _retry_later(self, task: Task, delay_s: float) -> None:
         loop = asyncio.get_running_loop()
@@ -324,9 +332,11 @@ class TaskExecution:
         return t
 
     async def _end(self, run: _Run, status: TaskStatus, *, result: str | None = None,
-                   error: str | None = None, files: Sequence[str] = ()) -> None:
+                   error: str | None = None, files: Sequence[str] = (),
+                   usage: dict[str, Any] | None = None) -> None:
         try:
-            task: Task = await self._store.transition(run.task.id, status, result=result, error=error)
+            task: Task = await self._store.transition(run.task.id, status, result=result, error=error,
+                                                      usage=usage)
         except ConflictError:  # already ended elsewhere (fired): report what the store holds
             task = await self._store.get_task(run.task.id)
         else:

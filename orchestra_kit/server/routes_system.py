@@ -110,6 +110,7 @@ async def performance(request: web.Request) -> web.Response:
                                              state.settings.scheduler.max_concurrent_tasks),
         "rate_limiter": _limiter_stats(state),
         "scheduler": sched,
+        "agent_usage": state.scheduler.agent_usage() if state.scheduler is not None else {},
     }
     doc = state.metrics.performance_document(
         database=_database_metrics(await _counts(state), await _store_stats(state), flags),

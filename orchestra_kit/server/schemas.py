@@ -176,6 +176,7 @@ class TaskOut(BaseModel):
     result: str | None
     error: str | None
     progress: int
+    usage: dict[str, Any] | None = None
 
 
 class LeaseOut(BaseModel):

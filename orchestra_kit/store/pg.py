@@ -304,14 +304,16 @@ class PgStore(PgInstance):
 
     async def transition(self, task_id: int, new: TaskStatus, *, expect: TaskStatus | None = None,
                          result: str | None = None, error: str | None = None,
-                         count_attempt: bool = False, max_running: int | None = None) -> Task:
+                         count_attempt: bool = False, max_running: int | None = None,
+                         usage: Mapping[str, Any] | None = None) -> Task:
         """Move a task along the state machine; ConflictError if illegal or not ``expect``."""
         new_s = task_status(new, "status")
         expect_s = task_status(expect, "expect") if expect is not None else None
         now = self._clock()
+        usage_text = json.dumps(dict(usage), sort_keys=True) if usage is not None else None
         return await self._tx(lambda c: pg_tasks.transition(
             c, self.schema, task_id, new_s, expect_s, result, error, count_attempt, now,
-            max_running, self.instance_id), _TASKS)
+            max_running, self.instance_id, usage_text), _TASKS)
 
     async def set_progress(self, task_id: int, progress: int) -> None:
         """Record a task's progress percentage (0-100)."""

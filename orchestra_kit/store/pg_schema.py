@@ -146,6 +146,10 @@ PG_MIGRATIONS: list[tuple[str, Sequence[str]]] = [
                 outcome TEXT NOT NULL DEFAULT 'received',
                 task_ids TEXT NOT NULL DEFAULT '[]')""",),
     ),
+    (
+        "tasks.usage: what the agent run cost (JSON), as on SQLite",
+        ("ALTER TABLE tasks ADD COLUMN usage TEXT",),
+    ),
 ]
 
 

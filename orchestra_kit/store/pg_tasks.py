@@ -61,7 +61,7 @@ async def _check_capacity(conn: Any, schema: str, task_id: int, max_running: int
 async def transition(conn: Any, schema: str, task_id: int, new: TaskStatus,
                      expect: TaskStatus | None, result: str | None, error: str | None,
                      count_attempt: bool, now: float, max_running: int | None,
-                     instance: str) -> Task:
+                     instance: str, usage: str | None = None) -> Task:
     """Move a task (row locked first); ConflictError when illegal or not ``expect``."""
     row = await conn.fetchrow("SELECT status, instance FROM tasks WHERE id = $1 FOR UPDATE",
                               task_id)
@@ -89,7 +89,8 @@ async def transition(conn: Any, schema: str, task_id: int, new: TaskStatus,
             (new == TaskStatus.RUNNING, "instance", instance),
             (new in TERMINAL_STATUSES, "finished_at", now),
             (result is not None, "result", result),
-            (error is not None, "error", error)):
+            (error is not None, "error", error),
+            (usage is not None, "usage", usage)):
         if cond:
             args.append(value)
             sets.append(f"{col} = ${len(args)}")

@@ -118,9 +118,10 @@ class StoreProtocol(Protocol):
     async def transition(
         self, task_id: int, new: TaskStatus, *, expect: TaskStatus | None = None,
         result: str | None = None, error: str | None = None, count_attempt: bool = False,
-        max_running: int | None = None,
+        max_running: int | None = None, usage: Mapping[str, Any] | None = None,
     ) -> Task:
-        """Move a task along the state machine (ConflictError when illegal).
+        """Move a task along the state machine (ConflictError when illegal); ``usage``
+        (what the agent run cost, ``AgentUsage.to_dict()``) is kept on the task as JSON.
 
         With ``max_running``, a move to ``running`` is refused with a
         :class:`~orchestra_kit.errors.CapacityError` when that many tasks already run

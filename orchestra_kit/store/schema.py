@@ -172,6 +172,10 @@ MIGRATIONS: list[tuple[str, Sequence[str]]] = [
                            "+ CASE WHEN NEW.status = 'pending' THEN 1 ELSE -1 END"),
         ),
     ),
+    (
+        "tasks.usage: what the agent run cost (JSON: RSS, CPU, start-up, TTFT, retries, ...)",
+        ("ALTER TABLE tasks ADD COLUMN usage TEXT",),
+    ),
 ]
 
 
@@ -246,7 +250,7 @@ LEASE_COLS = "id, path, employee, description, task_id, acquired_at, expires_at,
 REQUEST_COLS = "id, path, requester, owner, reason, status, created_at, resolved_at"
 TASK_COLS = (
     "id, employee, description, priority, model, mode, files, status, attempts,"
-    " created_at, started_at, finished_at, result, error, progress"
+    " created_at, started_at, finished_at, result, error, progress, usage"
 )
 
 
@@ -281,4 +285,5 @@ def row_to_task(r: Sequence[Any]) -> Task:
         mode=TaskMode(r[5]), files=tuple(json.loads(r[6])), status=TaskStatus(r[7]),
         attempts=r[8], created_at=r[9], started_at=r[10], finished_at=r[11],
         result=r[12], error=r[13], progress=r[14],
+        usage=json.loads(r[15]) if r[15] else None,
     )

@@ -58,7 +58,8 @@ def _check_capacity(conn: sqlite3.Connection, task_id: int, max_running: int | N
 
 def _transition(conn: sqlite3.Connection, task_id: int, new: TaskStatus,
                 expect: TaskStatus | None, result: str | None, error: str | None,
-                count_attempt: bool, now: float, max_running: int | None = None) -> Task:
+                count_attempt: bool, now: float, max_running: int | None = None,
+                usage: str | None = None) -> Task:
     row = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
     if row is None:
         raise NotFoundError(f"Task {task_id} does not exist", details={"task_id": task_id})
@@ -81,7 +82,7 @@ def _transition(conn: sqlite3.Connection, task_id: int, new: TaskStatus,
         params.append(now)
     if new == TaskStatus.COMPLETED:
         sets.append("progress = 100")
-    for col, value in (("result", result), ("error", error)):
+    for col, value in (("result", result), ("error", error), ("usage", usage)):
         if value is not None:
             sets.append(f"{col} = ?")
             params.append(value)
@@ -197,18 +198,20 @@ class TaskAPI(StoreBase):
     async def transition(
         self, task_id: int, new: TaskStatus, *, expect: TaskStatus | None = None,
         result: str | None = None, error: str | None = None, count_attempt: bool = False,
-        max_running: int | None = None,
+        max_running: int | None = None, usage: Mapping[str, Any] | None = None,
     ) -> Task:
         """Move a task along the state machine; ConflictError if illegal or not ``expect``.
 
         With ``max_running``, a move to running is refused (CapacityError) when that many
-        tasks already run."""
+        tasks already run. ``usage`` (what the agent run cost) is stored as JSON on the
+        task, replacing an earlier attempt's."""
         new_s = task_status(new, "status")
         expect_s = task_status(expect, "expect") if expect is not None else None
         now = self._clock()
+        usage_text = json.dumps(dict(usage), sort_keys=True) if usage is not None else None
         task: Task = await self._write(
             lambda c: _transition(c, task_id, new_s, expect_s, result, error, count_attempt, now,
-                                  max_running),
+                                  max_running, usage_text),
             _TASKS, savepoint=False)
         return task
 

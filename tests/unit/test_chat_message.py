@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestra_kit.agents.base import AgentRequest
-from orchestra_kit.agents.opencode import OpencodeBackend
+from orchestra_kit.agents.opencode import OpencodeBackend, build_prompt
 from orchestra_kit.chat import Intent, SenderLimits, classify, find_paths, parse_mentions
 from orchestra_kit.chat.message import IncomingMessage, strip_mentions
 from orchestra_kit.chat.replies import completion_text, escape
@@ -96,7 +96,7 @@ def test_replies_escape_user_text() -> None:
     assert text == "Task 7 for alice completed: did &lt;!here&gt; it\nFiles touched: a.py, b.py"
 
 
-def test_message_text_reaches_opencode_as_one_argv_element(tmp_path: Path) -> None:
+def test_message_text_never_reaches_opencode_argv(tmp_path: Path) -> None:
     binary = tmp_path / "opencode"
     binary.write_text("#!/bin/sh\n")
     binary.chmod(0o755)
@@ -105,7 +105,7 @@ def test_message_text_reaches_opencode_as_one_argv_element(tmp_path: Path) -> No
                               state_dir=tmp_path / "state")
     hostile = '--model evil/x"; rm -rf / $(reboot) `id` --help'
     plain = AgentRequest(task_id=1, employee="alice", description="fix it", model="m")
-    argv = backend.argv(AgentRequest(task_id=1, employee="alice", description=hostile,
-                                     model="m"))
-    assert len(argv) == len(backend.argv(plain)) and argv[:-1] == backend.argv(plain)[:-1]
-    assert hostile in argv[-1] and not argv[-1].startswith("-")
+    request = AgentRequest(task_id=1, employee="alice", description=hostile, model="m")
+    # The prompt goes in on stdin: the argv is the same whatever the message says.
+    assert backend.argv(request) == backend.argv(plain)
+    assert hostile in build_prompt(request)
