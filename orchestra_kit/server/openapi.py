@@ -24,13 +24,14 @@ _MUTATING = {"post", "put", "patch", "delete"}
 _ERROR_TEXT = {
     "400": "Malformed JSON body", "401": "Missing or wrong API key (when keys are configured)",
     "403": "Not allowed for this actor", "404": "Not found", "405": "Method not allowed",
+    "408": "The request body did not arrive in time",
     "409": "Conflict with the current state", "413": "Request body too large",
     "422": "Validation failed (the field is named)", "429": "Rate limited (see Retry-After)",
     "503": "Starting or draining",
 }
 
 NAME_PARAM = {"name": "name", "in": "path", "required": True,
-              "schema": {"type": "string", "pattern": NAME_PATTERN}}
+              "schema": {"type": "string", "pattern": "^(?!batch$)" + NAME_PATTERN[1:]}}
 ID_PARAM = {"name": "id", "in": "path", "required": True,
             "schema": {"type": "integer", "minimum": 0}}
 
@@ -89,14 +90,14 @@ OPERATIONS: list[Op] = [
      "200", _OBJ, [{"name": "id", "in": "path", "required": True,
                     "schema": {"type": "string", "pattern": r"^(\d+|[A-Za-z0-9][A-Za-z0-9_-]{0,63})$"}}],
      ("404", "409", "422")),
-    ("post", "/files/lock", "Lease files", s.LockBody, "200", _OBJ, [], ("404",)),
+    ("post", "/files/lock", "Lease files", s.LockBody, "200", _OBJ, [], ("403", "404")),
     ("post", "/files/release", "Release leases ({name, files?} or ?name= + array)",
      s.ReleaseBody, "200", _OBJ, [_q("name", {"type": "string", "pattern": NAME_PATTERN})],
-     ("404",)),
+     ("403", "404")),
     ("get", "/files", "Active leases", None, "200", _LIST_OF("files", "LeaseOut"),
      [_EMPLOYEE_Q], ("422",)),
     ("post", "/files/requests", "Request a leased file", s.FileRequestBody, "201", _OBJ, [],
-     ("200", "404", "409")),
+     ("200", "403", "404", "409")),
     ("get", "/files/requests", "List file requests", None, "200",
      _LIST_OF("requests", "FileRequestOut"),
      [_q("status", {"type": "string", "enum": ["pending", "approved", "denied"]}),
@@ -129,7 +130,7 @@ def _operation(op: Op) -> dict[str, Any]:
     if method in _MUTATING:
         errors |= {"401"}
     if body is not None:
-        errors |= {"400", "413", "422"}
+        errors |= {"400", "408", "413", "422"}
     responses: dict[str, Any] = {ok: {"description": "Success", "content": _content(ok_schema)}}
     for code in sorted(errors - {ok}):
         if code == "200":

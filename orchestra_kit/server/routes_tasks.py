@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from aiohttp import web
 
 from ..errors import ConflictError, NotFoundError, OrchestraError
 from ..models import Task, TaskStatus, validate_employee_name, validate_files
-from .http import MAX_ID, dumps, json_response, parse_body, path_id, query_choice, query_int
+from .http import (
+    TooManySubscribersError,
+    dumps,
+    json_response,
+    parse_body,
+    parse_id,
+    path_id,
+    query_choice,
+    query_int,
+)
 from .routes_employees import error_item
 from .schemas import AssignBatchBody, AssignBody
 from .state import REQUEST_ID, STATE, AppState
@@ -119,8 +129,6 @@ async def list_tasks(request: web.Request) -> web.Response:
 @routes.get("/tasks/{id}")
 async def get_task(request: web.Request) -> web.Response:
     """One task; 404 when absent (or not a task id)."""
-    if not request.match_info["id"].isdigit():
-        raise NotFoundError(f"No task {request.match_info['id'][:40]!r}")
     task_id = path_id(request, "task")
     task = await request.app[STATE].require_store().get_task(task_id)
     if task is None:
@@ -136,30 +144,58 @@ async def task_events(request: web.Request) -> web.StreamResponse:
     task = await state.require_store().get_task(task_id)
     if task is None:
         raise NotFoundError(f"No task {task_id}")
-    scheduler = state.scheduler
-    resp = web.StreamResponse(headers={
-        "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no", "X-Request-ID": request[REQUEST_ID]})
-    await resp.prepare(request)
-    if scheduler is None:
-        await resp.write(_sse("status", {"task_id": task.id, "kind": "status",
-                                         "status": str(task.status), "progress": task.progress,
-                                         "data": {}, "t": 0.0}))
-    else:
-        await _stream(resp, scheduler.subscribe(task_id, heartbeat_s=SSE_HEARTBEAT_S))
-    await resp.write_eof()
+    with _subscriber_slot(state, task_id):
+        scheduler = state.scheduler
+        resp = web.StreamResponse(headers={
+            "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no", "X-Request-ID": request[REQUEST_ID]})
+        await resp.prepare(request)
+        if scheduler is None:
+            await resp.write(_sse("status", {
+                "task_id": task.id, "kind": "status", "status": str(task.status),
+                "progress": task.progress, "data": {}, "t": 0.0}))
+        else:
+            await _stream(resp, scheduler.subscribe(task_id, heartbeat_s=SSE_HEARTBEAT_S),
+                          getattr(request.protocol, "lost", None))
+        await resp.write_eof()
     return resp
+
+
+@contextlib.contextmanager
+def _subscriber_slot(state: AppState, task_id: int) -> Iterator[None]:
+    """One of the task's ``server.max_sse_subscribers_per_task`` stream slots (429 when
+    all are taken: each stream costs memory and a scheduler subscription)."""
+    cap = state.settings.server.max_sse_subscribers_per_task
+    streams = state.sse_streams
+    if streams.get(task_id, 0) >= cap:
+        raise TooManySubscribersError(
+            f"Task {task_id} already has {cap} open event streams; retry later",
+            details={"limit": cap})
+    streams[task_id] = streams.get(task_id, 0) + 1
+    try:
+        yield
+    finally:
+        left = streams[task_id] - 1
+        if left:
+            streams[task_id] = left
+        else:
+            del streams[task_id]
 
 
 def _sse(kind: str, data: dict[str, Any]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + dumps(data) + b"\n\n"
 
 
-async def _stream(resp: web.StreamResponse, events: AsyncIterator[Any]) -> None:
+async def _stream(resp: web.StreamResponse, events: AsyncIterator[Any],
+                  lost: asyncio.Future[None] | None) -> None:
     """Write events until the iterator ends (terminal status, or the service drains);
-    ``None`` from the iterator is a heartbeat."""
+    ``None`` from the iterator is a heartbeat. Ends with ConnectionResetError as soon as
+    ``lost`` (the client disconnected) is done, even between events."""
     try:
-        async for event in events:
+        while True:
+            event = await _next_or_lost(events, lost)
+            if event is _END:
+                break
             if event is None:
                 await resp.write(b": heartbeat\n\n")
             else:
@@ -170,15 +206,36 @@ async def _stream(resp: web.StreamResponse, events: AsyncIterator[Any]) -> None:
             await aclose()
 
 
+_END = object()
+
+
+async def _next_or_lost(events: AsyncIterator[Any], lost: asyncio.Future[None] | None) -> Any:
+    """The next event (``_END`` at the end), or ConnectionResetError when ``lost`` is done."""
+    nxt = asyncio.ensure_future(anext(events, _END))
+    if lost is None:
+        return await nxt
+    try:
+        await asyncio.wait((nxt, lost), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not nxt.done():
+            nxt.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await nxt
+    if nxt.cancelled() or not nxt.done():
+        raise ConnectionResetError("The event stream's reader disconnected")
+    return nxt.result()
+
+
 @routes.delete("/tasks/{id}")
 async def cancel(request: web.Request) -> web.Response:
     """Cancel a task by id; or, given an employee name, that employee's tasks (original)."""
     ref = request.match_info["id"]
     state = request.app[STATE]
-    if ref.isdigit():
-        if int(ref) > MAX_ID:
-            raise NotFoundError(f"No task {ref}")
-        task: Task = await state.require_scheduler().cancel(int(ref))
+    if ref.isascii() and ref.isdigit():
+        task_id = parse_id(ref)
+        if task_id is None:
+            raise NotFoundError(f"No task {ref[:40]!r}")
+        task: Task = await state.require_scheduler().cancel(task_id)
         return json_response({"message": f"Task {task.id} is {task.status}",
                               "task": task.to_dict()})
     name = validate_employee_name(ref, "name")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from ..models import (
     MAX_DESCRIPTION_CHARS,
@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 MAX_BATCH = 1000
+MAX_ID = 2**63 - 1  # SQLite's largest integer key
 MAX_MODEL_CHARS = 200
 MAX_REASON_CHARS = 2000
 _PATH_PATTERN = r"^[^\x00]+$"
@@ -60,16 +61,23 @@ def _description(v: Any) -> str:
     return validate_description(v, "description")
 
 
+# A BeforeValidator makes pydantic drop the Field constraints from the JSON Schema, so
+# each type states its schema explicitly (the OpenAPI document and fuzzers rely on it).
 EmployeeName = Annotated[
-    str, BeforeValidator(_name), Field(pattern=NAME_PATTERN, min_length=1, max_length=64)
+    str, BeforeValidator(_name),
+    WithJsonSchema({"type": "string", "pattern": NAME_PATTERN, "minLength": 1, "maxLength": 64}),
 ]
 Role = Annotated[
-    str, BeforeValidator(_role), Field(min_length=1, max_length=50, pattern=r"^[^\x00-\x1f]*\S")
+    str, BeforeValidator(_role),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 50,
+                    "pattern": r"^[^\x00-\x1f]*\S"}),
 ]
-Priority = Annotated[int, BeforeValidator(_priority), Field(ge=0, le=10)]
+Priority = Annotated[int, BeforeValidator(_priority),
+                     WithJsonSchema({"type": "integer", "minimum": 0, "maximum": 10})]
 Description = Annotated[
     str, BeforeValidator(_description),
-    Field(min_length=1, max_length=MAX_DESCRIPTION_CHARS, pattern=r"^[^\x00]*\S[^\x00]*$"),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_DESCRIPTION_CHARS,
+                    "pattern": r"^[^\x00]*\S[^\x00]*$"}),
 ]
 FilePath = Annotated[str, Field(min_length=1, max_length=1024, pattern=_PATH_PATTERN)]
 
@@ -118,7 +126,7 @@ class LockBody(BaseModel):
     name: EmployeeName
     files: list[FilePath] = Field(min_length=1, max_length=MAX_FILES_PER_CALL)
     description: Annotated[str, Field(max_length=MAX_DESCRIPTION_CHARS)] = ""
-    task_id: Annotated[int, Field(ge=1)] | None = None
+    task_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = None
 
 
 class ReleaseBody(BaseModel):
