@@ -21,6 +21,7 @@ from .http import (
     query_choice,
     query_int,
 )
+from .paths import FilesValidator
 from .routes_employees import error_item
 from .schemas import AssignBatchBody, AssignBody
 from .state import REQUEST_ID, STATE, AppState
@@ -35,8 +36,14 @@ AUTO_HIRE_ROLE = "developer"
 _STATUSES = frozenset(s.value for s in TaskStatus)
 
 
-def _submit_kwargs(state: AppState, body: AssignBody, field: str = "files") -> dict[str, Any]:
-    files = validate_files(state.project_root, body.files, field) if body.files else []
+def _submit_kwargs(state: AppState, body: AssignBody, field: str = "files",
+                   check: FilesValidator | None = None) -> dict[str, Any]:
+    if not body.files:
+        files: list[str] = []
+    elif check is not None:
+        files = check(body.files, field)
+    else:
+        files = validate_files(state.project_root, body.files, field)
     return {"priority": body.priority, "model": body.model, "mode": str(body.mode),
             "files": files}
 
@@ -82,15 +89,32 @@ async def assign(request: web.Request) -> web.Response:
     return json_response(_assign_answer(task), status=status)
 
 
+#: Paths in one batch above which their checks run in a worker thread, off the loop.
+BATCH_PATHS_IN_THREAD = 2000
+
+
+async def _batch_items(state: AppState, body: AssignBatchBody) -> list[dict[str, Any]]:
+    """The store items of a batch, files checked once per distinct path (in a thread when
+    there are many, so a maximal batch does not stall every other request)."""
+    check = FilesValidator(state.project_root)
+
+    def build() -> list[dict[str, Any]]:
+        return [{"employee": t.name, "description": t.task,
+                 **_submit_kwargs(state, t, f"tasks[{i}].files", check)}
+                for i, t in enumerate(body.tasks)]
+
+    if sum(len(t.files) for t in body.tasks) > BATCH_PATHS_IN_THREAD:
+        return await asyncio.to_thread(build)
+    return build()
+
+
 @routes.post("/tasks/batch")
 async def assign_batch(request: web.Request) -> web.Response:
     """Queue up to 1000 tasks in one transaction; per-item results."""
     body = await parse_body(request, AssignBatchBody)
     state = request.app[STATE]
     scheduler = state.require_scheduler()
-    items = [{"employee": t.name, "description": t.task,
-              **_submit_kwargs(state, t, f"tasks[{i}].files")}
-             for i, t in enumerate(body.tasks)]
+    items = await _batch_items(state, body)
     if state.settings.scheduler.auto_hire:
         await _auto_hire(state, {i["employee"] for i in items})
     outcomes = await scheduler.submit_many(items)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gc
 import gzip
+import io
+import json
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -133,3 +135,33 @@ async def test_options_batch_advertises_only_post(svc: Service) -> None:
     allowed = {m.strip() for m in headers.get("Allow", "").split(",") if m.strip()}
     assert status in (200, 204, 405)
     assert "POST" in allowed and not allowed & {"DELETE", "GET"}, headers.get("Allow")
+
+
+async def test_max_batch_checks_each_path_once_off_the_loop(
+        svc: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """1,000 tasks x 100 paths (mostly shared): each distinct path normalised once, in a
+    worker thread; duplicates within a task collapse."""
+    from orchestra_kit.server import paths as paths_mod
+
+    calls: list[str] = []
+    loop_thread: list[bool] = []
+    real = paths_mod.normalise_path
+
+    def counting(root: Path, path: Any, field: str = "path") -> str:
+        import threading
+
+        calls.append(path)
+        loop_thread.append(threading.current_thread() is threading.main_thread())
+        return real(root, path, field)
+
+    monkeypatch.setattr(paths_mod, "normalise_path", counting)
+    await call(svc, "POST", "/employees", json={"name": "bat", "role": "dev"})
+    files = [f"m{j % 50}" for j in range(100)]  # 50 distinct, each twice
+    body = {"tasks": [{"name": "bat", "task": f"t{i}", "files": files} for i in range(200)]}
+    status, raw, _ = await call(svc, "POST", "/tasks/batch",
+                                data=io.BytesIO(json.dumps(body).encode()),
+                                headers={"Content-Type": "application/json"})
+    assert status == 200, raw[:300]
+    assert len(calls) == 50 and not any(loop_thread)
+    task = (await svc.state.store.list_tasks(limit=1))[0]
+    assert len(task.files) == 50
