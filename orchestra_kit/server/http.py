@@ -285,11 +285,11 @@ _MAX_ID_DIGITS = len(str(MAX_ID))
 
 def parse_id(raw: str) -> int | None:
     """``raw`` as a stored id, or None when it cannot be one: ASCII digits only (``str.isdigit``
-    also accepts ``²`` and other scripts' digits), at most SQLite's 2**63 - 1."""
+    also accepts ``²`` and other scripts' digits), 1 to SQLite's 2**63 - 1."""
     if not raw or len(raw) > _MAX_ID_DIGITS or not (raw.isascii() and raw.isdigit()):
         return None
     value = int(raw)
-    return value if value <= MAX_ID else None
+    return value if 1 <= value <= MAX_ID else None  # ids start at 1
 
 
 def path_id(request: web.Request, what: str) -> int:

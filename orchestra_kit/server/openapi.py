@@ -42,7 +42,8 @@ def _q(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 _LIMIT = _q("limit", {"type": "integer", "minimum": 1, "maximum": 10000})
 _OFFSET = _q("offset", {"type": "integer", "minimum": 0, "maximum": 1000000000})
-_EMPLOYEE_Q = _q("employee", {"type": "string", "pattern": NAME_PATTERN})
+#: An empty filter is no filter.
+_EMPLOYEE_Q = _q("employee", {"type": "string", "pattern": "^(|" + NAME_PATTERN[1:-1] + ")$"})
 _TASK_STATUS = _q("status", {"type": "string", "enum": [
     "queued", "running", "completed", "failed", "cancelled", "timed_out"]})
 
@@ -108,6 +109,10 @@ OPERATIONS: list[Op] = [
      "200", _OBJ, [ID_PARAM], ("403", "404", "409")),
 ]
 
+#: Bodies that may be left out (approve/deny take the actor from the key or X-Actor;
+#: release with ?name= and no body releases everything).
+_OPTIONAL_BODIES = (s.ActorBody, s.ReleaseBody)
+
 _RESPONSE_MODELS: list[type[BaseModel]] = [s.ErrorBody, s.HireOut, s.HireBatchOut, s.AssignOut, s.AssignBatchOut,
                     s.EmployeeOut, s.TaskOut, s.LeaseOut, s.FileRequestOut]
 
@@ -139,7 +144,7 @@ def _operation(op: Op) -> dict[str, Any]:
             responses[code] = {"description": _ERROR_TEXT[code], "content": _content(s.ErrorBody)}
     out: dict[str, Any] = {"summary": summary, "parameters": params, "responses": responses}
     if body is not None:
-        out["requestBody"] = {"required": body is not s.ActorBody,
+        out["requestBody"] = {"required": body not in _OPTIONAL_BODIES,
                               "content": _content(body)}
     if method in _MUTATING:
         out["security"] = [{}, {"bearerAuth": []}]

@@ -7,7 +7,7 @@ from typing import Any
 import pydantic
 from aiohttp import web
 
-from ..errors import ForbiddenError
+from ..errors import ForbiddenError, ValidationError
 from ..models import RequestStatus, normalise_path, validate_employee_name, validate_files
 from .http import (
     json_response,
@@ -60,6 +60,15 @@ async def _release_args(request: web.Request) -> tuple[str, list[str] | None]:
     raw = await read_json(request, "files")
     if raw is None:
         return name, None
+    if isinstance(raw, dict):  # the {name, files?} body with ?name= too: they must agree
+        try:
+            body = ReleaseBody.model_validate(raw, strict=True)
+        except pydantic.ValidationError as exc:
+            raise validation_error_from(exc) from None
+        if body.name != name:
+            raise ValidationError("name", f"the query names {name!r} but the body "
+                                  f"{body.name!r}")
+        return name, body.files
     try:
         files = _PATH_LIST.validate_python(raw)
     except pydantic.ValidationError as exc:

@@ -34,6 +34,9 @@ routes = web.RouteTableDef()
 SSE_HEARTBEAT_S = 15.0
 AUTO_HIRE_ROLE = "developer"
 _STATUSES = frozenset(s.value for s in TaskStatus)
+#: ``/tasks/batch`` is the batch endpoint, never a task or employee reference (the name
+#: is reserved), so that path answers only POST.
+_ID_PATH = "/tasks/{id:(?!batch$)[^/]+}"
 
 
 def _submit_kwargs(state: AppState, body: AssignBody, field: str = "files",
@@ -150,7 +153,7 @@ async def list_tasks(request: web.Request) -> web.Response:
     return json_response({"tasks": [t.to_dict() for t in tasks]})
 
 
-@routes.get("/tasks/{id}")
+@routes.get(_ID_PATH)
 async def get_task(request: web.Request) -> web.Response:
     """One task; 404 when absent (or not a task id)."""
     task_id = path_id(request, "task")
@@ -250,7 +253,7 @@ async def _next_or_lost(events: AsyncIterator[Any], lost: asyncio.Future[None] |
     return nxt.result()
 
 
-@routes.delete("/tasks/{id}")
+@routes.delete(_ID_PATH)
 async def cancel(request: web.Request) -> web.Response:
     """Cancel a task by id; or, given an employee name, that employee's tasks (original)."""
     ref = request.match_info["id"]

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
+from ..errors import ValidationError
 from ..models import (
     MAX_DESCRIPTION_CHARS,
     MAX_FILES_PER_CALL,
@@ -42,7 +43,14 @@ MAX_BATCH = 1000
 MAX_ID = 2**63 - 1  # SQLite's largest integer key
 MAX_MODEL_CHARS = 200
 MAX_REASON_CHARS = 2000
-_PATH_PATTERN = r"^[^\x00]+$"
+# What the server accepts, as JSON Schema patterns (a fuzzer checks both directions):
+# a path relative to the project root, with no `..` segment, not the root itself, not
+# blank (absolute paths inside the root are accepted too, but cannot be described here).
+_PATH_PATTERN = (r"^(?![/\\])(?!.*(^|[/\\])\.\.([/\\]|$))(?!\.?([/\\]+\.?)*[/\\]*$)"
+                 r"(?=.*\S)[^\x00]+$")
+#: A role: surrounding whitespace is trimmed; inside, no control characters.
+ROLE_PATTERN = r"^\s*[^\x00-\x1f\s]([^\x00-\x1f]*[^\x00-\x1f\s])?\s*$"
+MAX_ROLE_CHARS = 50
 
 
 def _name(v: Any) -> str:
@@ -50,11 +58,20 @@ def _name(v: Any) -> str:
 
 
 def _role(v: Any) -> str:
+    if isinstance(v, str) and len(v) > MAX_ROLE_CHARS:  # the raw text, as the schema says
+        raise ValidationError("role", f"must be at most {MAX_ROLE_CHARS} characters")
     return validate_role(v, "role")
 
 
+def _integral(v: Any) -> Any:
+    """``5.0`` is the integer 5 (JSON Schema's ``integer``); booleans stay refused."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
 def _priority(v: Any) -> int:
-    return validate_priority(v, "priority")
+    return validate_priority(_integral(v), "priority")
 
 
 def _description(v: Any) -> str:
@@ -69,8 +86,8 @@ EmployeeName = Annotated[
 ]
 Role = Annotated[
     str, BeforeValidator(_role),
-    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 50,
-                    "pattern": r"^[^\x00-\x1f]*\S"}),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_ROLE_CHARS,
+                    "pattern": ROLE_PATTERN}),
 ]
 Priority = Annotated[int, BeforeValidator(_priority),
                      WithJsonSchema({"type": "integer", "minimum": 0, "maximum": 10})]
@@ -79,7 +96,13 @@ Description = Annotated[
     WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_DESCRIPTION_CHARS,
                     "pattern": r"^[^\x00]*\S[^\x00]*$"}),
 ]
-FilePath = Annotated[str, Field(min_length=1, max_length=1024, pattern=_PATH_PATTERN)]
+# The pattern is for the spec only (pydantic's regex engine has no look-around); the
+# server's rule is models.normalise_path, which the pattern describes.
+FilePath = Annotated[str, Field(min_length=1, max_length=1024),
+                     WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 1024,
+                                     "pattern": _PATH_PATTERN})]
+TaskId = Annotated[int, BeforeValidator(_integral), Field(ge=1, le=MAX_ID),
+                   WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_ID})]
 
 _STRICT = ConfigDict(strict=True, extra="forbid", populate_by_name=False)
 
@@ -126,7 +149,7 @@ class LockBody(BaseModel):
     name: EmployeeName
     files: list[FilePath] = Field(min_length=1, max_length=MAX_FILES_PER_CALL)
     description: Annotated[str, Field(max_length=MAX_DESCRIPTION_CHARS)] = ""
-    task_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = None
+    task_id: TaskId | None = None
 
 
 class ReleaseBody(BaseModel):
