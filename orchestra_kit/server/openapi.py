@@ -44,8 +44,9 @@ _LIMIT = _q("limit", {"type": "integer", "minimum": 1, "maximum": 10000})
 _OFFSET = _q("offset", {"type": "integer", "minimum": 0, "maximum": 1000000000})
 #: An empty filter is no filter.
 _EMPLOYEE_Q = _q("employee", {"type": "string", "pattern": "^(|" + NAME_PATTERN[1:-1] + ")$"})
+# An empty filter is no filter: "" is in each enum.
 _TASK_STATUS = _q("status", {"type": "string", "enum": [
-    "queued", "running", "completed", "failed", "cancelled", "timed_out"]})
+    "", "queued", "running", "completed", "failed", "cancelled", "timed_out"]})
 
 _OBJ: dict[str, Any] = {"type": "object"}
 _SSE_EVENT = {"type": "object", "description": "one event: status | progress | file | text",
@@ -69,7 +70,7 @@ OPERATIONS: list[Op] = [
     ("get", "/docs", "API documentation page", None, "200", "html", [], ()),
     ("get", "/employees", "List employees", None, "200", _LIST_OF("employees", "EmployeeOut"),
      [_q("role", {"type": "string"}), _q("smartness", {"type": "string",
-                                                         "enum": ["smart", "normal"]}),
+                                                         "enum": ["", "smart", "normal"]}),
       _LIMIT, _OFFSET], ("422",)),
     ("post", "/employees", "Hire an employee", s.HireBody, "201", s.HireOut, [], ("409",)),
     ("post", "/employees/batch", "Hire up to 1000 employees in one transaction",
@@ -94,14 +95,14 @@ OPERATIONS: list[Op] = [
     ("post", "/files/lock", "Lease files", s.LockBody, "200", _OBJ, [], ("403", "404")),
     ("post", "/files/release", "Release leases ({name, files?} or ?name= + array)",
      s.ReleaseBody, "200", _OBJ, [_q("name", {"type": "string", "pattern": NAME_PATTERN})],
-     ("403", "404")),
+     ("403", "404", "409")),
     ("get", "/files", "Active leases", None, "200", _LIST_OF("files", "LeaseOut"),
      [_EMPLOYEE_Q], ("422",)),
     ("post", "/files/requests", "Request a leased file", s.FileRequestBody, "201", _OBJ, [],
      ("200", "403", "404", "409")),
     ("get", "/files/requests", "List file requests", None, "200",
      _LIST_OF("requests", "FileRequestOut"),
-     [_q("status", {"type": "string", "enum": ["pending", "approved", "denied"]}),
+     [_q("status", {"type": "string", "enum": ["", "pending", "approved", "denied"]}),
       _EMPLOYEE_Q], ("422",)),
     ("post", "/files/requests/{id}/approve", "Approve a request (the lease owner)",
      s.ActorBody, "200", _OBJ, [ID_PARAM], ("403", "404", "409")),

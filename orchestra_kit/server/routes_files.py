@@ -7,7 +7,7 @@ from typing import Any
 import pydantic
 from aiohttp import web
 
-from ..errors import ForbiddenError, ValidationError
+from ..errors import ConflictError, ForbiddenError
 from ..models import RequestStatus, normalise_path, validate_employee_name, validate_files
 from .http import (
     json_response,
@@ -66,8 +66,8 @@ async def _release_args(request: web.Request) -> tuple[str, list[str] | None]:
         except pydantic.ValidationError as exc:
             raise validation_error_from(exc) from None
         if body.name != name:
-            raise ValidationError("name", f"the query names {name!r} but the body "
-                                  f"{body.name!r}")
+            raise ConflictError(f"name: the query names {name!r} but the body {body.name!r}",
+                                details={"field": "name"})
         return name, body.files
     try:
         files = _PATH_LIST.validate_python(raw)

@@ -10,6 +10,7 @@ Response models exist for the OpenAPI document only; handlers build plain dicts.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
@@ -48,8 +49,9 @@ MAX_REASON_CHARS = 2000
 # blank (absolute paths inside the root are accepted too, but cannot be described here).
 _PATH_PATTERN = (r"^(?![/\\])(?!.*(^|[/\\])\.\.([/\\]|$))(?!\.?([/\\]+\.?)*[/\\]*$)"
                  r"(?=.*\S)[^\x00]+$")
-#: A role: surrounding whitespace is trimmed; inside, no control characters.
-ROLE_PATTERN = r"^\s*[^\x00-\x1f\s]([^\x00-\x1f]*[^\x00-\x1f\s])?\s*$"
+#: A role: no control characters (not even around it), one non-space at least.
+ROLE_PATTERN = r"^[^\x00-\x1f]*[^\x00-\x1f\s][^\x00-\x1f]*$"
+_CONTROL = re.compile(r"[\x00-\x1f]")
 MAX_ROLE_CHARS = 50
 
 
@@ -60,6 +62,8 @@ def _name(v: Any) -> str:
 def _role(v: Any) -> str:
     if isinstance(v, str) and len(v) > MAX_ROLE_CHARS:  # the raw text, as the schema says
         raise ValidationError("role", f"must be at most {MAX_ROLE_CHARS} characters")
+    if isinstance(v, str) and _CONTROL.search(v):  # a tab or newline around it too
+        raise ValidationError("role", "must not contain control characters")
     return validate_role(v, "role")
 
 
@@ -94,7 +98,7 @@ Priority = Annotated[int, BeforeValidator(_priority),
 Description = Annotated[
     str, BeforeValidator(_description),
     WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_DESCRIPTION_CHARS,
-                    "pattern": r"^[^\x00]*\S[^\x00]*$"}),
+                    "pattern": r"^[^\x00]*[^\x00\s][^\x00]*$"}),
 ]
 # The pattern is for the spec only (pydantic's regex engine has no look-around); the
 # server's rule is models.normalise_path, which the pattern describes.
