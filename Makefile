@@ -50,7 +50,8 @@ clean:
 # Executed copies go to results/notebooks/ (git-ignored). Parameters (smoke defaults
 # live in each notebook's `parameters` cell):
 #   01 TEAM_SIZE=16 TASKS=200 · 02 USERS=[1..128] DURATION_S=4 REPEATS=3 ·
-#   03 WORKLOAD=mix LEVELS="4, 16, 64" DURATION_S=3 · 04 SIZE=full · 05 as committed.
+#   03 WORKLOAD=mix LEVELS="4, 16, 64" DURATION_S=3 · 04 SIZE=full · 05 as committed ·
+#   06 USERS=[1,10,100] DURATION_S=4.
 NB_OUT := results/notebooks
 PAPERMILL := $(BIN)/papermill --cwd notebooks --kernel python3 --log-output
 
@@ -63,6 +64,8 @@ notebooks-full: $(STAMP)
 		-p WORKLOAD mix -p LEVELS "4, 16, 64" -p DURATION_S 3.0
 	$(PAPERMILL) notebooks/04-seed-table.ipynb $(NB_OUT)/04-seed-table.ipynb -p SIZE full
 	$(PAPERMILL) notebooks/05-regression.ipynb $(NB_OUT)/05-regression.ipynb
+	$(PAPERMILL) notebooks/06-chat.ipynb $(NB_OUT)/06-chat.ipynb \
+		-y '{"USERS": [1, 10, 100], "DURATION_S": 4.0}'
 
 # Refresh the committed regression baseline deliberately (see notebooks/05-regression.ipynb).
 .PHONY: baseline

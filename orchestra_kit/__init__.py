@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from orchestra_kit.client import OrchestraClient
     from orchestra_kit.config import (
         AgentSettings,
+        ChatSettings,
         DatabaseSettings,
         OptimizationFlags,
         SchedulerSettings,
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
         Settings,
     )
     from orchestra_kit.fakellm import FakeLLM, FakeLLMConfig
+    from orchestra_kit.fakeslack import FakeSlack
     from orchestra_kit.models import Employee, FileLease, FileRequest, Task, TaskStatus
     from orchestra_kit.scheduler import Scheduler, TaskEvent
     from orchestra_kit.server.app import Service, create_app
@@ -58,12 +60,14 @@ __all__ = [
     "AgentTimeoutError",
     "AgentUnavailableError",
     "ApiError",
+    "ChatSettings",
     "ConfigError",
     "ConflictError",
     "DatabaseSettings",
     "Employee",
     "FakeLLM",
     "FakeLLMConfig",
+    "FakeSlack",
     "FileLease",
     "FileRequest",
     "ForbiddenError",
@@ -97,10 +101,12 @@ except PackageNotFoundError:  # run from a source tree that was never installed
 
 _WHERE = {
     "AgentSettings": "orchestra_kit.config",
+    "ChatSettings": "orchestra_kit.config",
     "DatabaseSettings": "orchestra_kit.config",
     "Employee": "orchestra_kit.models",
     "FakeLLM": "orchestra_kit.fakellm",
     "FakeLLMConfig": "orchestra_kit.fakellm",
+    "FakeSlack": "orchestra_kit.fakeslack",
     "FileLease": "orchestra_kit.models",
     "FileRequest": "orchestra_kit.models",
     "OptimizationFlags": "orchestra_kit.config",

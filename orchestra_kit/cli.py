@@ -13,7 +13,11 @@ __all__ = ["main"]
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("orchestra_kit.server.cli", "serve_main", "run the HTTP API"),
     "fake-llm": ("orchestra_kit.fakellm.cli", "cli_main", "run the OpenAI-compatible fake provider"),
+    "fake-slack": ("orchestra_kit.fakeslack.cli", "cli_main",
+                   "run the fake Slack (Web API, Socket Mode); `send` a signed mention"),
     "run": ("orchestra_kit.lab.cli", "run_main", "run an experiment spec (TOML)"),
+    "chat-lab": ("orchestra_kit.lab.chat_lab", "cli_main",
+                 "Slack mentions vs users: ack, first reply, completion percentiles"),
     "report": ("orchestra_kit.lab.cli", "report_main", "summary table + charts of a run"),
     "compare": ("orchestra_kit.lab.cli", "compare_main", "compare two runs; exit 1 on regression"),
 }
@@ -21,6 +25,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "store": ("orchestra_kit.store.bench", "cli_main"),
     "scheduler": ("orchestra_kit.scheduler.bench", "cli_main"),
     "http": ("orchestra_kit.server.bench", "cli_main"),
+    "generator": ("orchestra_kit.lab.genbench", "cli_main"),
 }
 VERBS = ("hire", "fire", "employees", "assign", "task", "tasks", "stop", "cancel", "status",
          "lock", "release", "leases", "request", "requests", "approve", "deny", "health")
@@ -29,7 +34,8 @@ USAGE = """usage: orchestra COMMAND [ARGS...]
 
 commands:
 {commands}
-  bench store|scheduler|http [--json] [--quick]   measure the store / scheduler / HTTP API
+  bench store|scheduler|http|generator [--json] [--quick]   measure the store / scheduler /
+                                  HTTP API / the lab's load generator
   {verbs}
                                   talk to a running server (--url, ORCHESTRA_URL)
 

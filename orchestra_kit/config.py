@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .config_chat import ChatSettings
 from .errors import ConfigError
 
 __all__ = [
     "AgentSettings",
+    "ChatSettings",
     "DatabaseSettings",
     "OptimizationFlags",
     "SchedulerSettings",
@@ -202,7 +204,7 @@ def split_api_key(entry: str) -> tuple[str, str | None]:
     return entry, None
 
 
-_SECTIONS = ("database", "scheduler", "agents", "server", "flags")
+_SECTIONS = ("database", "scheduler", "agents", "server", "flags", "chat")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -214,6 +216,7 @@ class Settings:
     agents: AgentSettings = field(default_factory=AgentSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     flags: OptimizationFlags = field(default_factory=OptimizationFlags)
+    chat: ChatSettings = field(default_factory=ChatSettings)
     project_root: str = "."
     workspace_dir: str = "sessions"
     log_level: str = "INFO"
@@ -299,6 +302,9 @@ class Settings:
         d["server"]["api_keys"] = ["***"] * len(self.server.api_keys)
         if d["agents"]["api_key"]:
             d["agents"]["api_key"] = "***"
+        for secret in ("slack_signing_secret", "slack_bot_token", "slack_app_token"):
+            if d["chat"][secret]:
+                d["chat"][secret] = "***"
         return d
 
     def flat(self) -> dict[str, Any]:
@@ -320,6 +326,7 @@ _SECTION_CLASSES: dict[str, type] = {
     "agents": AgentSettings,
     "server": ServerSettings,
     "flags": OptimizationFlags,
+    "chat": ChatSettings,
 }
 
 #: The CLI verbs' variables (the server's URL and the key to call it): never settings, so
@@ -350,6 +357,9 @@ ALIASES: dict[str, str] = {
     "agent_backend": "agents.backend",
     "api_keys": "server.api_keys",
     "llm_api_key": "agents.api_key",
+    # the bare name meant the database's before server.max_connections existed; it still does
+    "max_connections": "database.max_connections",
+    "chat_enabled": "chat.enabled",
 }
 
 
@@ -435,20 +445,29 @@ def coerce(key: str, value: Any, hint: Any, *, strict: bool = False) -> Any:
     raise ConfigError(key, value, f"unsupported type {hint!r}")  # pragma: no cover
 
 
+# Sections whose keys are documented as ORCHESTRA_SECTION__FIELD even where the bare
+# field name would do (ORCHESTRA_CHAT__ENABLED says more than ORCHESTRA_ENABLED).
+_PREFIXED_IN_DOCS = frozenset({"chat"})
+
+
 def reference_markdown() -> str:
     """The configuration reference table (docs/configuration.md is generated from it)."""
-    env_names = {v: k for k, v in ALIASES.items() if "." not in k}
+    env_names: dict[str, list[str]] = {}
+    for k, v in ALIASES.items():
+        if "." not in k:
+            env_names.setdefault(v, []).append(k)
     rows = ["| key | default | environment | seed JSON |", "|---|---|---|---|"]
     defaults = Settings().flat()
     seed_json = {v: k for k, v in ALIASES.items() if "." in k and not k.startswith(v)}
     for key in all_keys():
         section, _, name = key.rpartition(".")
-        bare = name if _UNIQUE.get(name) == section or not section else key.replace(".", "__")
+        unique = _UNIQUE.get(name) == section and section not in _PREFIXED_IN_DOCS
+        bare = name if unique or not section else key.replace(".", "__")
         env = f"`ORCHESTRA_{bare.upper()}`"
         if env.strip("`") in CLIENT_ENV:  # the CLI's variable, not a setting
             env = f"`ORCHESTRA_{key.replace('.', '__').upper()}`"
-        if key in env_names:
-            env += f", `ORCHESTRA_{env_names[key].upper()}`"
+        for alias in env_names.get(key, ()):
+            env += f", `ORCHESTRA_{alias.upper()}`"
         seed = f"`{seed_json[key]}`" if key in seed_json else ""
         rows.append(f"| `{key}` | `{defaults.get(key)!r}` | {env} | {seed} |")
     return "\n".join(rows) + "\n"

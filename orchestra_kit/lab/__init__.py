@@ -28,7 +28,14 @@ if TYPE_CHECKING:
         summary_table,
         throughput_knee,
     )
+    from orchestra_kit.lab.chat_lab import (
+        chat_demo,
+        load_chat_run,
+        run_chat_point,
+        run_chat_sweep,
+    )
     from orchestra_kit.lab.compare import Comparison, compare
+    from orchestra_kit.lab.genbench import measure_generator
     from orchestra_kit.lab.histogram import LatencyHistogram
     from orchestra_kit.lab.loadgen import ClosedLoop, OpenLoop, run_load
     from orchestra_kit.lab.plots import (
@@ -41,6 +48,7 @@ if TYPE_CHECKING:
         plot_timeline,
         save_figure,
     )
+    from orchestra_kit.lab.plots_chat import plot_chat_latency
     from orchestra_kit.lab.report import Report, build_report, compare_runs
     from orchestra_kit.lab.results import RunData, Slo, latest_run, load_run
     from orchestra_kit.lab.seedtable import SeedTable, measure_seed_table
@@ -53,6 +61,7 @@ if TYPE_CHECKING:
         TuningPanel,
         watch_tasks,
     )
+    from orchestra_kit.lab.workers import WorkerSlice, run_worker_slice
     from orchestra_kit.lab.workloads import make_workload
 
 __all__ = [
@@ -72,8 +81,10 @@ __all__ = [
     "Slo",
     "TuningPanel",
     "UslFit",
+    "WorkerSlice",
     "audit",
     "build_report",
+    "chat_demo",
     "compare",
     "compare_runs",
     "describe_run",
@@ -81,19 +92,25 @@ __all__ = [
     "fit_usl_points",
     "geometric_knee",
     "latest_run",
+    "load_chat_run",
     "load_run",
     "load_spec",
     "make_workload",
+    "measure_generator",
     "measure_seed_table",
     "plot_before_after",
+    "plot_chat_latency",
     "plot_distribution",
     "plot_latency",
     "plot_report",
     "plot_success",
     "plot_throughput",
     "plot_timeline",
+    "run_chat_point",
+    "run_chat_sweep",
     "run_experiment",
     "run_load",
+    "run_worker_slice",
     "save_figure",
     "service_settings",
     "slo_knee",
@@ -105,6 +122,11 @@ __all__ = [
 _WHERE = {
     "ClosedLoop": "orchestra_kit.lab.loadgen",
     "Comparison": "orchestra_kit.lab.compare",
+    "chat_demo": "orchestra_kit.lab.chat_lab",
+    "load_chat_run": "orchestra_kit.lab.chat_lab",
+    "plot_chat_latency": "orchestra_kit.lab.plots_chat",
+    "run_chat_point": "orchestra_kit.lab.chat_lab",
+    "run_chat_sweep": "orchestra_kit.lab.chat_lab",
     "ExperimentSpec": "orchestra_kit.lab.spec",
     "KneeResult": "orchestra_kit.lab.analysis",
     "LAB_DEFAULTS": "orchestra_kit.lab.widgets",
@@ -119,6 +141,7 @@ _WHERE = {
     "Slo": "orchestra_kit.lab.results",
     "TuningPanel": "orchestra_kit.lab.widgets",
     "UslFit": "orchestra_kit.lab.analysis",
+    "WorkerSlice": "orchestra_kit.lab.workers",
     "audit": "orchestra_kit.lab.analysis",
     "build_report": "orchestra_kit.lab.report",
     "compare": "orchestra_kit.lab.compare",
@@ -131,6 +154,7 @@ _WHERE = {
     "load_run": "orchestra_kit.lab.results",
     "load_spec": "orchestra_kit.lab.spec",
     "make_workload": "orchestra_kit.lab.workloads",
+    "measure_generator": "orchestra_kit.lab.genbench",
     "measure_seed_table": "orchestra_kit.lab.seedtable",
     "plot_before_after": "orchestra_kit.lab.plots",
     "plot_distribution": "orchestra_kit.lab.plots",
@@ -141,6 +165,7 @@ _WHERE = {
     "plot_timeline": "orchestra_kit.lab.plots",
     "run_experiment": "orchestra_kit.lab.sweep",
     "run_load": "orchestra_kit.lab.loadgen",
+    "run_worker_slice": "orchestra_kit.lab.workers",
     "save_figure": "orchestra_kit.lab.plots",
     "service_settings": "orchestra_kit.lab.sweep",
     "slo_knee": "orchestra_kit.lab.analysis",

@@ -17,10 +17,13 @@ import numpy as np
 import pandas as pd
 
 from orchestra_kit.errors import ValidationError
+from orchestra_kit.lab.audit import AUDIT_BOUNDS, _is_open_loop, audit
 from orchestra_kit.lab.compare import Comparison, compare
+from orchestra_kit.lab.results import SUMMARY_COLUMNS
 from orchestra_kit.lab.usl import UslFit, fit_usl
 
 __all__ = [
+    "AUDIT_BOUNDS",
     "Comparison",
     "KneeResult",
     "UslFit",
@@ -40,16 +43,9 @@ __all__ = [
 
 # Columns the results loader writes; anything else that varies within a load is a series.
 STANDARD_COLUMNS = frozenset(
-    (
-        "run_id", "point", "repeat", "load", "concurrency", "rate_rps", "loop", "n", "n_ok",
-        "n_err", "success_rate", "duration_s", "offered_rps", "throughput_rps", "goodput_rps",
-        "slo_attainment", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "mean_ms", "max_ms",
-        "service_p50_ms", "service_p90_ms", "service_p95_ms", "service_p99_ms", "service_p999_ms",
-        "service_mean_ms", "service_max_ms", "lag_p50_ms", "lag_p99_ms", "lag_max_ms",
-        "mean_inflight", "littles_inflight", "littles_residual", "hdr_latency", "hdr_service",
-        "errors", "dropped", "audit_ok", "audit_reason",
-    )
-)  # fmt: skip
+    ("run_id", "point", "repeat", "load", "concurrency", "rate_rps", "loop", "audit_ok",
+     "audit_reason", *SUMMARY_COLUMNS)
+)  # every summary column (the results schema) is a measurement, never a series
 
 
 def _require(points: pd.DataFrame, *cols: str) -> None:
@@ -214,67 +210,6 @@ def geometric_knee(
     diff = xn - yn  # convex increasing: the knee is where the curve is furthest below the chord
     i = int(np.argmax(diff))
     return float(x[i]) if diff[i] > 0.05 and 0 < i < len(x) - 1 else None
-
-
-def _is_open_loop(points: pd.DataFrame) -> pd.Series:
-    if "loop" in points.columns:
-        return points["loop"].astype(str) == "open"
-    if "rate_rps" in points.columns:
-        rate = pd.to_numeric(points["rate_rps"], errors="coerce")
-        return rate.notna() & (rate > 0)
-    return pd.Series(False, index=points.index)
-
-
-def audit(
-    points: pd.DataFrame,
-    *,
-    max_lag_p99_ms: float = 5.0,
-    max_littles_residual: float = 0.2,
-    min_samples: int = 20,
-) -> pd.DataFrame:
-    """A copy of ``points`` with ``audit_ok`` and ``audit_reason``: is the point trustworthy?"""
-    out = points.copy()
-    open_loop = _is_open_loop(points).to_numpy(dtype=bool)
-    reasons: list[str] = []
-    for pos, (_, row) in enumerate(points.iterrows()):
-        found = _audit_row(
-            row, bool(open_loop[pos]), max_lag_p99_ms, max_littles_residual, min_samples
-        )
-        reasons.append("; ".join(found))
-    out["audit_ok"] = [not r for r in reasons]
-    out["audit_reason"] = reasons
-    return out
-
-
-def _num(row: pd.Series, col: str) -> float:
-    value = row.get(col, math.nan)
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _audit_row(
-    row: pd.Series, open_loop: bool, max_lag: float, max_resid: float, min_n: int
-) -> list[str]:
-    found = []
-    lag = _num(row, "lag_p99_ms")
-    if open_loop and lag > max_lag:
-        found.append(f"schedule lag p99 {lag:.1f} ms > {max_lag:g} ms: the generator fell behind")
-    resid = abs(_num(row, "littles_residual"))
-    if resid > max_resid:
-        text = f"Little's law residual {resid:.2f} > {max_resid:g}"
-        inflight, expected = _num(row, "mean_inflight"), _num(row, "littles_inflight")
-        if math.isfinite(inflight) and math.isfinite(expected):
-            text += f" (in flight {inflight:.1f} vs throughput × latency {expected:.1f})"
-        found.append(text + ": the client, not the service, limited the load")
-    dropped = _num(row, "dropped")
-    if dropped > 0:
-        found.append(f"{dropped:.0f} request(s) dropped: the generator could not send them on time")
-    n = _num(row, "n")
-    if n < min_n:
-        found.append(f"only {n:.0f} requests (< {min_n}): too few samples for tail percentiles")
-    return found
 
 
 def fit_usl_points(

@@ -81,16 +81,37 @@ def run_main(argv: list[str]) -> int:
         return _soak(args)
     try:
         spec = load_spec(args.spec, parse_set(args.set))
+        where = {"process": "orchestra serve in its own process per point",
+                 "inprocess": "the service inside this process (debugging)",
+                 "url": spec.target.url}[spec.target.kind]
         print(f"orchestra run: {spec.name}: {len(spec.points())} point(s) × {spec.repeats} "
-              f"repeat(s), {spec.load.duration_s:g} s each", flush=True)
+              f"repeat(s), {spec.load.duration_s:g} s each, against {where}", flush=True)
         run_dir = asyncio.run(run_experiment(spec, results_root=args.results,
                                              progress=not args.no_progress))
         _print_report(run_dir, charts=not args.no_charts)
     except OrchestraError as e:
         print(f"orchestra run: {e}", file=sys.stderr)
         return 2
+    _print_failed_points(run_dir)
     print(f"\nresults: {run_dir}")
     return 0
+
+
+def _print_failed_points(run_dir: Path) -> None:
+    """Name the points that failed (the run itself was carried out: exit code 0)."""
+    import json
+
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    failed = manifest.get("failed_points") or []
+    if not failed:
+        return
+    print(f"\n{len(failed)} point(s) failed (recorded in points.csv, column point_error):",
+          file=sys.stderr)
+    for item in failed:
+        params = ", ".join(f"{k}={v}" for k, v in item.get("params", {}).items())
+        first = str(item.get("error", "")).splitlines()[0] if item.get("error") else ""
+        print(f"  point {item['point']} repeat {item['repeat']} ({params}): {first}",
+              file=sys.stderr)
 
 
 def report_main(argv: list[str]) -> int:

@@ -26,16 +26,29 @@ level of a Jupyter cell and inside the CLI's ``asyncio.run``.
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
 
-from orchestra_kit.errors import ConfigError, ValidationError
+from orchestra_kit.errors import ValidationError
+from orchestra_kit.lab.loadmodel import (
+    MAX_SCHEDULE,
+    ClosedLoop,
+    LoadModel,
+    LoadRun,
+    OpenLoop,
+    Operation,
+    OpResult,
+    RequestRecord,
+    _check_bounds,
+    _check_non_negative,
+    schedule,
+)
+from orchestra_kit.lab.probe import LoopProbe, SendStamp, current_stamp
 
 __all__ = [
+    "MAX_SCHEDULE",
     "ClosedLoop",
     "LoadModel",
     "LoadRun",
@@ -43,168 +56,12 @@ __all__ = [
     "OpenLoop",
     "Operation",
     "RequestRecord",
+    "Slice",
+    "full_slice",
     "run_load",
+    "run_slice",
     "schedule",
 ]
-
-MAX_SCHEDULE = 10_000_000  # precomputed arrivals; beyond this, set max_requests
-
-
-@dataclass(frozen=True, kw_only=True)
-class ClosedLoop:
-    """N virtual users, each looping request → think → request."""
-
-    users: int
-    think_time_s: float = 0.0
-    ramp_s: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.users, int) or isinstance(self.users, bool) or self.users < 1:
-            raise ConfigError("users", self.users, "an integer >= 1")
-        _check_non_negative("think_time_s", self.think_time_s)
-        _check_non_negative("ramp_s", self.ramp_s)
-
-
-@dataclass(frozen=True, kw_only=True)
-class OpenLoop:
-    """Arrivals at ``rate_rps`` from a seeded schedule, whatever the replies do."""
-
-    rate_rps: float
-    arrival: Literal["constant", "poisson", "gamma"] = "poisson"
-    burstiness: float = 1.0
-    ramp_s: float = 0.0
-    max_inflight: int = 10_000
-
-    def __post_init__(self) -> None:
-        if not _is_finite_number(self.rate_rps) or self.rate_rps <= 0:
-            raise ConfigError("rate_rps", self.rate_rps, "a finite number > 0")
-        if self.arrival not in ("constant", "poisson", "gamma"):
-            raise ConfigError("arrival", self.arrival, "one of 'constant', 'poisson', 'gamma'")
-        if not _is_finite_number(self.burstiness) or self.burstiness <= 0:
-            raise ConfigError("burstiness", self.burstiness, "a finite number > 0")
-        _check_non_negative("ramp_s", self.ramp_s)
-        mi = self.max_inflight
-        if not isinstance(mi, int) or isinstance(mi, bool) or mi < 1:
-            raise ConfigError("max_inflight", mi, "an integer >= 1")
-
-
-LoadModel = ClosedLoop | OpenLoop
-
-
-@dataclass(slots=True)
-class OpResult:
-    """What one operation reports: its name, success, HTTP status (0 if none), error type."""
-
-    op: str
-    ok: bool
-    status: int = 0
-    error_type: str = ""
-
-
-Operation = Callable[[int], Awaitable[OpResult]]
-"""One request: called with the request index, returns an :class:`OpResult`."""
-
-
-@dataclass(slots=True)
-class RequestRecord:
-    """One request; times in seconds from the run start, durations in ms."""
-
-    index: int
-    op: str
-    scheduled_s: float
-    sent_s: float
-    end_s: float
-    latency_ms: float  # end - scheduled: coordinated-omission corrected
-    service_ms: float  # end - sent
-    lag_ms: float  # sent - scheduled
-    status: int
-    ok: bool
-    error_type: str
-
-
-@dataclass(slots=True)
-class LoadRun:
-    """The outcome of :func:`run_load`: every request record plus run facts."""
-
-    records: list[RequestRecord]
-    started_wall: float  # epoch seconds
-    duration_s: float  # actual: from start until the last request ended
-    dropped: int
-    model: LoadModel
-    label: str = ""
-    cancelled: int = 0
-    planned: int = 0  # open loop: scheduled arrivals; closed loop: requests started
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _is_finite_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_non_negative(key: str, value: object) -> None:
-    if not _is_finite_number(value) or value < 0:  # type: ignore[operator]
-        raise ConfigError(key, value, "a finite number >= 0")
-
-
-def _check_bounds(duration_s: float, max_requests: int | None) -> None:
-    if not _is_finite_number(duration_s) or duration_s <= 0:
-        raise ValidationError("duration_s", "must be a finite number > 0", value=duration_s)
-    if max_requests is not None and (
-        not isinstance(max_requests, int) or isinstance(max_requests, bool) or max_requests < 1
-    ):
-        raise ValidationError("max_requests", "must be an integer >= 1 or None", value=max_requests)
-
-
-def _ramp_inverse(work: float, rate: float, ramp_s: float) -> float:
-    """The time at which cumulative arrivals-at-rate reach ``work`` under a linear ramp."""
-    ramp_work = rate * ramp_s / 2.0
-    if work < ramp_work:
-        return math.sqrt(2.0 * ramp_s * work / rate)
-    return ramp_s + (work - ramp_work) / rate
-
-
-def schedule(
-    model: LoadModel, duration_s: float, max_requests: int | None = None, seed: int = 0
-) -> list[float]:
-    """Planned send offsets (s, ascending) for an open loop; user start offsets for a closed one.
-
-    Open loop: gaps in "unit work" are 1 (constant), Exp(1) (poisson) or
-    Gamma(shape=burstiness, scale=1/burstiness) (gamma), i.e. Gamma(burstiness,
-    1/(rate·burstiness)) seconds at full rate; the first arrival is at 0. A ramp
-    makes the rate grow linearly from 0 to ``rate_rps`` over ``ramp_s`` (time
-    rescaling of the arrival process). Closed loop: user k starts at
-    ``k * ramp_s / users``, capped by ``max_requests`` users.
-    """
-    _check_bounds(duration_s, max_requests)
-    cap = max_requests if max_requests is not None else MAX_SCHEDULE
-    if isinstance(model, ClosedLoop):
-        starts = [k * model.ramp_s / model.users for k in range(model.users)]
-        return [s for s in starts if s < duration_s][:cap]
-    if max_requests is None and model.rate_rps * duration_s > MAX_SCHEDULE:
-        raise ValidationError(
-            "max_requests",
-            f"rate_rps*duration_s={model.rate_rps * duration_s:.0f} arrivals exceed "
-            f"{MAX_SCHEDULE}; set max_requests",
-        )
-    rng = random.Random(seed)
-    shape = 1.0 if model.arrival == "poisson" else model.burstiness
-    offsets: list[float] = []
-    work = 0.0
-    while len(offsets) < cap:
-        t = (
-            _ramp_inverse(work, model.rate_rps, model.ramp_s)
-            if model.ramp_s
-            else work / model.rate_rps
-        )
-        if t >= duration_s:
-            break
-        offsets.append(t)
-        if model.arrival == "constant":
-            work += 1.0
-        else:
-            work += rng.gammavariate(shape, 1.0 / shape)
-    return offsets
-
 
 class _Progress:
     """A lazily imported ``tqdm.auto`` bar refreshed by a ticker (no per-request cost)."""
@@ -225,36 +82,58 @@ class _Progress:
         self._bar.close()
 
 
-SPIN_WINDOW_S = 0.002
-"""asyncio timers fire up to ~1 ms late (epoll's millisecond timeout, the loop's clock
-resolution), so the open loop sleeps on a timer until this close to a planned send and
-then yields to the loop (``sleep(0)``) until the moment: sub-millisecond send precision
-for a little CPU, without blocking other tasks."""
+YIELD_EVERY = 32
+"""When the generator is behind its schedule, it still yields to the loop after this many
+back-to-back sends, so replies are read (and the loop-lag probe runs) during a catch-up."""
 
 
-async def _sleep_until(loop: asyncio.AbstractEventLoop, when: float) -> None:
-    """Return at loop time ``when`` (precisely), letting other tasks run meanwhile."""
+async def _sleep_until(loop: asyncio.AbstractEventLoop, when: float) -> bool:
+    """Sleep on a timer until loop time ``when``; whether it slept at all.
+
+    A timer wakes up to ~1 ms late (epoll's millisecond timeout), which shows as schedule
+    lag; spinning instead would burn a core that, on a small machine, the service needs.
+    """
     delay = when - loop.time()
-    if delay > SPIN_WINDOW_S:
-        await asyncio.sleep(delay - SPIN_WINDOW_S)
-    while loop.time() < when:
-        await asyncio.sleep(0)
+    if delay <= 0:
+        return False
+    await asyncio.sleep(delay)
+    return True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Slice:
+    """The part of a run one generator process sends (all of it with one process).
+
+    Open loop: ``arrivals`` are (global index, planned offset s) pairs of the shared
+    schedule. Closed loop: ``users`` are (user id, start offset s); request indexes
+    are ``index_start + k * index_stride`` so they stay unique across workers.
+    """
+
+    arrivals: list[tuple[int, float]] = field(default_factory=list)
+    users: list[tuple[int, float]] = field(default_factory=list)
+    index_start: int = 0
+    index_stride: int = 1
+    max_requests: int | None = None
+    worker: int = 0
 
 
 class _Runner:
     """The mutable state of one run; not reused."""
 
     def __init__(
-        self, operation: Operation, *, label: str, grace_s: float, max_lag_s: float
-    ) -> None:
+        self, operation: Operation, *, label: str, grace_s: float, max_lag_s: float,
+        worker: int = 0, t0: float | None = None,
+    ) -> None:  # fmt: skip
         self.operation = operation
         self.default_op = label or "op"
         self.grace_s = grace_s
         self.max_lag_s = max_lag_s
+        self.worker = worker
         self.records: list[RequestRecord] = []
         self.inflight: set[asyncio.Task[None]] = set()
-        self.t0 = time.perf_counter()
-        self.loop_t0 = asyncio.get_running_loop().time()
+        self.t0 = time.perf_counter() if t0 is None else t0
+        loop = asyncio.get_running_loop()
+        self.loop_t0 = loop.time() + (self.t0 - time.perf_counter())
         self.dropped = 0
         self.cancelled = 0
 
@@ -262,8 +141,9 @@ class _Runner:
         return time.perf_counter() - self.t0
 
     def _record(
-        self, index: int, sched: float, sent: float, res: OpResult, end: float | None = None
-    ) -> None:
+        self, index: int, sched: float, sent: float, res: OpResult, end: float | None = None,
+        *, queue_ms: float = 0.0, user: int = -1,
+    ) -> None:  # fmt: skip
         end = self.now() if end is None else end
         self.records.append(
             RequestRecord(
@@ -278,27 +158,46 @@ class _Runner:
                 status=res.status,
                 ok=res.ok,
                 error_type=res.error_type,
+                queue_ms=queue_ms,
+                worker=self.worker,
+                user=user,
+                priority=res.priority,
             )
         )
 
-    async def one(self, index: int, scheduled_s: float | None) -> None:
-        """Send one request and record it, whatever happens."""
-        sent = self.now()
-        sched = sent if scheduled_s is None else scheduled_s
-        if sent - sched > self.max_lag_s:  # the loop was too busy to even start it in time
+    async def one(self, index: int, scheduled_s: float | None, user: int = -1) -> None:
+        """Send one request and record it, whatever happens.
+
+        ``sent`` is when the request really went out when the operation's client
+        stamps it (:mod:`orchestra_kit.lab.probe`), else when this task started.
+        """
+        start = self.now()
+        sched = start if scheduled_s is None else scheduled_s
+        if start - sched > self.max_lag_s:  # the loop was too busy to even start it in time
             self.drop(index, sched)
             return
+        stamp = SendStamp()
+        token = current_stamp.set(stamp)
         try:
             res = await self.operation(index)
             if not isinstance(res, OpResult):
                 raise TypeError(f"operation returned {type(res).__name__}, not OpResult")
         except asyncio.CancelledError:
             self.cancelled += 1
-            self._record(index, sched, sent, OpResult(self.default_op, False, 0, "cancelled"))
+            sent = self._sent(stamp, start)
+            self._record(index, sched, sent, OpResult(self.default_op, False, 0, "cancelled"),
+                         queue_ms=stamp.queued_s * 1000.0, user=user)
             raise
         except Exception as exc:  # noqa: BLE001 - an operation failure is data, not a crash
             res = OpResult(self.default_op, False, 0, type(exc).__name__)
-        self._record(index, sched, sent, res)
+        finally:
+            current_stamp.reset(token)
+        sent = self._sent(stamp, start)
+        # A closed-loop user's schedule is when it was ready: a client queue counts as lag.
+        self._record(index, sched, sent, res, queue_ms=stamp.queued_s * 1000.0, user=user)
+
+    def _sent(self, stamp: SendStamp, start: float) -> float:
+        return start if stamp.sent is None else max(start, stamp.sent - self.t0)
 
     def drop(self, index: int, scheduled_s: float) -> None:
         self.dropped += 1
@@ -313,11 +212,18 @@ class _Runner:
         for task in pending:
             task.cancel()
 
-    async def run_open(self, model: OpenLoop, offsets: list[float]) -> None:
+    async def run_open(self, model: OpenLoop, arrivals: list[tuple[int, float]]) -> None:
         loop = asyncio.get_running_loop()
+        back_to_back = 0
         async with asyncio.TaskGroup() as tg:
-            for index, offset in enumerate(offsets):
-                await _sleep_until(loop, self.loop_t0 + offset)
+            for index, offset in arrivals:
+                if await _sleep_until(loop, self.loop_t0 + offset):
+                    back_to_back = 0
+                else:
+                    back_to_back += 1
+                    if back_to_back >= YIELD_EVERY:
+                        back_to_back = 0
+                        await asyncio.sleep(0)
                 if self.now() - offset > self.max_lag_s or len(self.inflight) >= model.max_inflight:
                     self.drop(index, offset)
                     continue
@@ -326,34 +232,86 @@ class _Runner:
                 task.add_done_callback(self.inflight.discard)
             await self.drain(self.inflight, self.grace_s)
 
-    async def run_closed(
-        self, model: ClosedLoop, starts: list[float], duration_s: float, max_requests: int | None
-    ) -> None:
-        counter = iter(range(max_requests if max_requests is not None else 2**62))
+    async def run_closed(self, model: ClosedLoop, part: Slice, duration_s: float) -> None:
+        limit = part.max_requests if part.max_requests is not None else 2**62
+        counter = iter(range(limit))
 
-        async def user(start_s: float) -> None:
+        async def user(user_id: int, start_s: float) -> None:
             await asyncio.sleep(max(0.0, start_s - self.now()))
             while self.now() < duration_s:
-                index = next(counter, None)
-                if index is None:
+                k = next(counter, None)
+                if k is None:
                     return
-                await self.one(index, None)
+                await self.one(part.index_start + k * part.index_stride, None, user_id)
                 if model.think_time_s:
                     if self.now() + model.think_time_s >= duration_s:
                         return
-                    await asyncio.sleep(model.think_time_s)
+                    await asyncio.sleep(_think(model, user_id, k))
 
         async with asyncio.TaskGroup() as tg:
-            users = {tg.create_task(user(s)) for s in starts}
+            users = {tg.create_task(user(u, s)) for u, s in part.users}
             await self.drain(users, duration_s + self.grace_s - self.now())
 
 
-async def _ticker(runner: _Runner, bar: _Progress, by_time: bool) -> None:
-    while True:
-        if by_time:
-            bar.set(round(min(runner.now(), bar.total), 1), len(runner.records))
+def _think(model: ClosedLoop, user_id: int, k: int) -> float:
+    """Think time with a seeded uniform jitter of ±``think_jitter_s`` (as Locust's between)."""
+    if not model.think_jitter_s:
+        return model.think_time_s
+    u = random.Random(user_id * 1_000_003 + k).uniform(-1.0, 1.0)
+    return max(0.0, model.think_time_s + u * model.think_jitter_s)
+
+
+def full_slice(model: LoadModel, duration_s: float, max_requests: int | None, seed: int) -> Slice:
+    """The whole run as one :class:`Slice` (what a single generator process sends)."""
+    offsets = schedule(model, duration_s, max_requests, seed)
+    if isinstance(model, OpenLoop):
+        return Slice(arrivals=list(enumerate(offsets)))
+    return Slice(users=list(enumerate(offsets)), max_requests=max_requests)
+
+
+async def run_slice(
+    operation: Operation,
+    model: LoadModel,
+    part: Slice,
+    *,
+    duration_s: float,
+    t0: float | None = None,
+    label: str = "",
+    grace_s: float = 10.0,
+    max_lag_s: float = 10.0,
+    on_tick: Callable[[int, float], None] | None = None,
+) -> LoadRun:
+    """Send ``part`` of a run (from perf-counter time ``t0``, default now); record all.
+
+    The building block of :func:`run_load` and of the generator workers
+    (:mod:`orchestra_kit.lab.workers`); ``on_tick(requests_done, elapsed_s)`` is called
+    about every 0.2 s (for progress bars).
+    """
+    runner = _Runner(operation, label=label, grace_s=grace_s, max_lag_s=max_lag_s,
+                     worker=part.worker, t0=t0)
+    if runner.now() < 0:
+        await asyncio.sleep(-runner.now())
+    started_wall = time.time()
+    async with LoopProbe() as probe, asyncio.TaskGroup() as tg:
+        ticker = tg.create_task(_tick(runner, on_tick)) if on_tick else None
+        if isinstance(model, OpenLoop):
+            await runner.run_open(model, part.arrivals)
         else:
-            bar.set(len(runner.records))
+            await runner.run_closed(model, part, duration_s)
+        if ticker is not None:
+            ticker.cancel()
+    records = sorted(runner.records, key=lambda r: r.index)
+    end = max((r.end_s for r in records), default=runner.now())
+    planned = len(part.arrivals) if isinstance(model, OpenLoop) else len(records)
+    return LoadRun(records=records, started_wall=started_wall, duration_s=max(end, 1e-9),
+                   dropped=runner.dropped, model=model, label=label, cancelled=runner.cancelled,
+                   planned=planned, send_window_s=duration_s,
+                   generator={**probe.stats(), "processes": 1})
+
+
+async def _tick(runner: _Runner, on_tick: Callable[[int, float], None]) -> None:
+    while True:
+        on_tick(len(runner.records), runner.now())
         await asyncio.sleep(0.2)
 
 
@@ -380,37 +338,22 @@ async def run_load(
     _check_non_negative("max_lag_s", max_lag_s)
     if not isinstance(model, ClosedLoop | OpenLoop):
         raise ValidationError("model", "must be a ClosedLoop or an OpenLoop", value=model)
-    offsets = schedule(model, duration_s, max_requests, seed)
-    started_wall = time.time()
-    runner = _Runner(operation, label=label, grace_s=grace_s, max_lag_s=max_lag_s)
-    # A closed loop's request count is unknown in advance: show time, with the count.
+    part = full_slice(model, duration_s, max_requests, seed)
     by_time = isinstance(model, ClosedLoop)
     bar: _Progress | None = None
     if progress:
-        total = len(offsets) if isinstance(model, OpenLoop) else duration_s
+        total = len(part.arrivals) if isinstance(model, OpenLoop) else duration_s
         bar = _Progress(total, "s" if by_time else "req", label)
+
+    def tick(done: int, elapsed: float) -> None:
+        if bar is not None:
+            bar.set(round(min(elapsed, bar.total), 1) if by_time else done, done)
+
     try:
-        async with asyncio.TaskGroup() as tg:
-            ticker = tg.create_task(_ticker(runner, bar, by_time)) if bar else None
-            if isinstance(model, OpenLoop):
-                await runner.run_open(model, offsets)
-            else:
-                await runner.run_closed(model, offsets, duration_s, max_requests)
-            if ticker is not None:
-                ticker.cancel()
+        run = await run_slice(operation, model, part, duration_s=duration_s, label=label,
+                              grace_s=grace_s, max_lag_s=max_lag_s,
+                              on_tick=tick if bar is not None else None)
     finally:
         if bar is not None:
-            bar.set(duration_s if by_time else len(runner.records), len(runner.records))
             bar.close()
-    records = sorted(runner.records, key=lambda r: r.index)
-    end = max((r.end_s for r in records), default=runner.now())
-    return LoadRun(
-        records=records,
-        started_wall=started_wall,
-        duration_s=max(end, 1e-9),
-        dropped=runner.dropped,
-        model=model,
-        label=label,
-        cancelled=runner.cancelled,
-        planned=len(offsets) if isinstance(model, OpenLoop) else len(records),
-    )
+    return run

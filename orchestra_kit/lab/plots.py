@@ -265,6 +265,17 @@ def _knee_lines(knees: KneeResult | Mapping[str, float | None] | None) -> dict[s
     return {k: float(v) for k, v in knees.items() if v is not None and math.isfinite(float(v))}
 
 
+def _draw_ceiling(ax: Any, points: pd.DataFrame) -> None:
+    """The settings-implied ceiling (``ceiling_rps``), when the run recorded one."""
+    if "ceiling_rps" not in points.columns:
+        return
+    ceiling = pd.to_numeric(points["ceiling_rps"], errors="coerce").dropna()
+    if not ceiling.empty:
+        ax.axhline(float(ceiling.min()), color="grey", linestyle=":", linewidth=1.2,
+                   label=f"settings ceiling {float(ceiling.min()):,.0f}/s "
+                         "(max_concurrent_tasks ÷ agent latency)")
+
+
 def plot_throughput(
     points: pd.DataFrame,
     fit: UslFit | None = None,
@@ -299,6 +310,7 @@ def plot_throughput(
         ax.plot(grid, grid, color="grey", linewidth=1, linestyle="--", label="offered rate")
     if fit is not None:
         _draw_fit(ax, fit, float(loads.min()), float(loads.max()))
+    _draw_ceiling(ax, points)
     for i, (label, x) in enumerate(_knee_lines(knees).items()):
         ax.axvline(
             x,

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from .analysis import audit, compare, describe_run, summary_table
+from .audit import capacity_of
 from .compare import Comparison
+from .explain import ceiling_words, latency_by_priority, priority_words
 from .results import RunData, Slo, load_run
 
 __all__ = ["Report", "build_report", "compare_runs"]
@@ -24,6 +26,7 @@ class Report:
     table: Any  # pandas DataFrame
     reading: str
     charts: list[Path] = field(default_factory=list)
+    by_priority: Any = None  # pandas DataFrame of latency per priority, or None
 
     def text(self) -> str:
         """The report as terminal text."""
@@ -32,8 +35,13 @@ class Report:
         m = self.run.manifest
         with pd.option_context("display.width", 200, "display.max_columns", 30):
             table = self.table.to_string(index=False)
-        lines = [f"{m.get('name', '?')} — run {m.get('run_id', '?')} ({m.get('status', '?')})",
-                 "", table, "", self.reading]
+        lines = [(f"{m.get('name', '?')} — run {m.get('run_id', '?')} ({m.get('status', '?')}, "
+                 f"target: {m.get('target_kind', '?')})"), "", table]
+        if self.by_priority is not None:
+            top = self.by_priority[self.by_priority["load"] == self.by_priority["load"].max()]
+            lines += ["", "corrected latency by task priority at the highest load (ok requests):",
+                      top.to_string(index=False)]
+        lines += ["", self.reading]
         if self.charts:
             lines += ["", "charts:"] + [f"  {p}" for p in self.charts]
         return "\n".join(lines)
@@ -47,15 +55,21 @@ def _slo_of(run: RunData) -> Slo | None:
 def build_report(run_dir: str | Path, *, charts: bool = True) -> Report:
     """Load a run, audit it, tabulate it, describe it and (optionally) chart it."""
     run = load_run(run_dir)
-    points = audit(run.points) if not run.points.empty else run.points
+    capacity = capacity_of(run.manifest)
+    points = audit(run.points, capacity=capacity) if not run.points.empty else run.points
     paths: list[Path] = []
-    if charts and not points.empty:
+    # A run whose every point failed has no latency to draw (log axes need a value > 0).
+    drawable = not points.empty and bool((points["n_ok"].fillna(0) > 0).any())
+    if charts and drawable:
         from .plots import plot_report
 
         paths = plot_report(run, run.path / "charts")
     table = summary_table(points) if not points.empty else points
     reading = describe_run(points, _slo_of(run)) if not points.empty else "The run has no points."
-    return Report(run=run, table=table, reading=reading, charts=paths)
+    by_priority = latency_by_priority(run.requests, run.points)
+    extra = [w for w in (ceiling_words(points), priority_words(by_priority)) if w]
+    reading = " ".join([reading, *extra])
+    return Report(run=run, table=table, reading=reading, charts=paths, by_priority=by_priority)
 
 
 def compare_runs(base_dir: str | Path, new_dir: str | Path, *, metrics: list[str] | None = None,

@@ -13,22 +13,19 @@ import csv
 import json
 import math
 import os
-import platform
 import re
 import secrets
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from orchestra_kit.errors import ConfigError, NotFoundError, ValidationError
 from orchestra_kit.lab.histogram import LatencyHistogram
-from orchestra_kit.lab.loadgen import LoadRun, RequestRecord
+from orchestra_kit.lab.loadmodel import LoadRun, OpenLoop, RequestRecord
+from orchestra_kit.lab.machine import environment
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -56,13 +53,18 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "goodput_rps", "slo_attainment", *_LATENCY_COLS, *(f"service_{c}" for c in _LATENCY_COLS),
     "lag_p50_ms", "lag_p99_ms", "lag_max_ms", "mean_inflight", "littles_inflight",
     "littles_residual", "hdr_latency", "hdr_service", "errors", "dropped",
+    "queue_p99_ms", "queue_max_ms", "gen_processes", "gen_loop_lag_p99_ms", "gen_cpu_pct",
+    "target_kind", "service_cpu_s", "service_peak_rss_mb", "service_exit_code",
+    "ceiling_rps", "point_error",
 )  # fmt: skip
 REQUEST_COLUMNS: tuple[str, ...] = (
     "run_id", "point", "repeat", "op", "scheduled_s", "sent_s", "end_s", "latency_ms",
-    "service_ms", "lag_ms", "status", "ok", "error_type",
+    "service_ms", "lag_ms", "status", "ok", "error_type", "queue_ms", "worker", "user",
+    "priority",
 )  # fmt: skip
+TEXT_COLUMNS = frozenset(("error_type", "hdr_latency", "hdr_service", "errors", "op",
+                          "target_kind", "point_error"))
 POINT_KEY_COLUMNS: tuple[str, ...] = ("run_id", "point", "repeat", "load")
-PACKAGES = ("orchestra_kit", "aiohttp", "aiosqlite", "hdrhistogram", "pydantic", "numpy", "pandas")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TINY = 1e-9
 
@@ -175,7 +177,7 @@ def summarise_point(
         "n_err": n - len(ok),
         "success_rate": len(ok) / n if n else math.nan,
         "duration_s": run.duration_s,
-        "offered_rps": n / dur,
+        "offered_rps": _offered_rps(run),
         "throughput_rps": len(ok) / dur,
         "goodput_rps": n_good / dur,
         "slo_attainment": n_good / n if n else math.nan,
@@ -197,52 +199,33 @@ def summarise_point(
         "errors": json.dumps(dict(sorted(errors.items()))),
         "dropped": run.dropped,
     }
-    return head | row
+    return head | row | _health_block(run, sent)
 
 
-def _git_sha() -> str:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    sha = done.stdout.strip()
-    return sha if done.returncode == 0 and sha else "unknown"
+def _offered_rps(run: LoadRun) -> float:
+    """Open loop: the schedule's own rate (arrivals / sending window), not / a span with
+    the drain; closed loop (the load adapts): requests / run duration."""
+    if isinstance(run.model, OpenLoop) and run.send_window_s > 0:
+        return run.planned / run.send_window_s
+    return len(run.records) / max(run.duration_s, _TINY)
 
 
-def _memory_bytes() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def environment() -> dict[str, Any]:
-    """Git sha, Python and package versions, machine facts (blocking: call in a thread)."""
-    packages: dict[str, str | None] = {}
-    for dist in PACKAGES:
-        try:
-            packages[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            packages[dist] = None
+def _health_block(run: LoadRun, sent: list[RequestRecord]) -> dict[str, Any]:
+    """Client queue, generator health, the service process and the point's error."""
+    queues = sorted(r.queue_ms for r in sent)
+    gen, target = run.generator, run.extra.get("target", {})
     return {
-        "git_sha": _git_sha(),
-        "python": platform.python_version(),
-        "python_implementation": platform.python_implementation(),
-        "executable": sys.executable,
-        "packages": packages,
-        "machine": {
-            "platform": platform.platform(),
-            "machine": platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "memory_bytes": _memory_bytes(),
-        },
+        "queue_p99_ms": _rank_percentile(queues, 99.0),
+        "queue_max_ms": queues[-1] if queues else math.nan,
+        "gen_processes": gen.get("processes", 1),
+        "gen_loop_lag_p99_ms": gen.get("loop_lag_p99_ms", math.nan),
+        "gen_cpu_pct": gen.get("cpu_pct", math.nan),
+        "target_kind": target.get("kind", ""),
+        "service_cpu_s": target.get("cpu_s", math.nan),
+        "service_peak_rss_mb": target.get("peak_rss_mb", math.nan),
+        "service_exit_code": target.get("exit_code", math.nan),
+        "ceiling_rps": run.extra.get("ceiling_rps", math.nan),
+        "point_error": run.extra.get("error", ""),
     }
 
 
@@ -281,6 +264,10 @@ def _request_rows(run_id: str, point: int, repeat: int, run: LoadRun) -> list[di
             "status": r.status,
             "ok": r.ok,
             "error_type": r.error_type,
+            "queue_ms": round(r.queue_ms, 4),
+            "worker": r.worker,
+            "user": r.user,
+            "priority": "" if r.priority is None else r.priority,
         }
         for r in run.records
     ]
@@ -365,9 +352,12 @@ def _read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
 
     if not path.exists():
         return pd.DataFrame(columns=list(columns))
-    text_cols = {c: str for c in ("error_type", "hdr_latency", "hdr_service", "errors", "op")}
+    # Numbers written as ``nan`` (a point without a successful request) must read back
+    # as NaN, not text; text columns keep empty strings and the word "nan" as they are.
+    header = pd.read_csv(path, nrows=0).columns
+    text_cols = {c: str for c in header if c in TEXT_COLUMNS}
     return pd.read_csv(path, dtype=text_cols, keep_default_na=False, na_values={
-        c: [""] for c in columns if c not in text_cols})
+        c: ["", "nan", "NaN"] for c in header if c not in text_cols})
 
 
 def load_run(path: Path | str) -> RunData:

@@ -26,13 +26,14 @@ from ..errors import ConfigError
 from .loadgen import ClosedLoop, LoadModel, OpenLoop
 from .results import Slo
 
-__all__ = ["ExperimentSpec", "LoadSpec", "SweepPoint", "TargetSpec", "WorkloadSpec", "load_spec",
+__all__ = ["ExperimentSpec", "GeneratorSpec", "LoadSpec", "SweepPoint", "TargetSpec", "WorkloadSpec", "load_spec",
            "parse_spec"]
 
 WORKLOAD_KINDS = ("hire", "batch_hire", "assign_wait", "assign", "lease_contention", "read_mix",
-                  "health", "mix")
-_TOP_KEYS = {"name", "description", "seed", "repeats", "x", "target", "workload", "load", "sweep",
-             "slo", "variants"}
+                  "health", "mix", "chat")
+_TOP_KEYS = {"name", "description", "seed", "repeats", "x", "target", "generator", "workload",
+             "load", "sweep", "slo", "variants"}
+TARGET_KINDS = ("process", "inprocess", "url")
 
 
 def _fail(key: str, value: Any, allowed: str) -> ConfigError:
@@ -52,19 +53,52 @@ def _typed(key: str, value: Any, kind: type, *, minimum: float | None = None) ->
 
 @dataclass(frozen=True, kw_only=True)
 class TargetSpec:
-    """Where the load goes: ``inprocess`` (fresh service per point) or ``url``."""
+    """Where the load goes: ``process`` (a fresh ``orchestra serve`` child per point and
+    repeat, the default), ``inprocess`` (the service in the generator's own process and
+    event loop: for debugging, its points are marked) or ``url`` (an external service)."""
 
-    kind: str = "inprocess"
+    kind: str = "process"
     url: str = ""
     api_key: str = ""
+    start_timeout_s: float = 30.0
     settings: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("inprocess", "url"):
-            raise _fail("target.kind", self.kind, "must be 'inprocess' or 'url'")
+        if self.kind not in TARGET_KINDS:
+            raise _fail("target.kind", self.kind, "must be 'process', 'inprocess' or 'url'")
+        _typed("target.start_timeout_s", self.start_timeout_s, float, minimum=1)
         if self.kind == "url" and not self.url.startswith(("http://", "https://")):
             raise _fail("target.url", self.url, "must be an http(s) URL when target.kind = 'url'")
         Settings().with_overrides(self.settings)  # validates every key and value now
+
+
+@dataclass(frozen=True, kw_only=True)
+class GeneratorSpec:
+    """How the load is generated: ``processes`` = N worker processes or ``"auto"``
+    (the cores this process may use, minus one for the service)."""
+
+    processes: int | str = 1
+    client: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.client not in ("auto", "aiohttp", "raw"):
+            raise _fail("generator.client", self.client, "must be 'auto', 'aiohttp' or 'raw'")
+        p = self.processes
+        if p != "auto" and (not isinstance(p, int) or isinstance(p, bool) or not 1 <= p <= 64):
+            raise _fail("generator.processes", p, "must be an integer 1..64 or \"auto\"")
+
+    def count(self) -> int:
+        """The number of worker processes this spec asks for on this machine."""
+        from .workers import auto_processes
+
+        return auto_processes() if self.processes == "auto" else int(self.processes)
+
+    def client_for(self, workload: WorkloadSpec) -> str:
+        """``auto``: the lean raw client unless the workload follows tasks by SSE."""
+        if self.client != "auto":
+            return self.client
+        sse = workload.kind == "assign_wait" or workload.mix.get("assign_wait", 0) > 0
+        return "aiohttp" if sse else "raw"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,12 +134,14 @@ class LoadSpec:
     model: str = "closed"
     users: int = 8
     think_time_s: float = 0.0
+    think_jitter_s: float = 0.0
     rate_rps: float = 100.0
     arrival: str = "poisson"
     burstiness: float = 1.0
     ramp_s: float = 0.0
     duration_s: float = 5.0
     max_requests: int = 100_000
+    max_inflight: int = 10_000
 
     def __post_init__(self) -> None:
         if self.model not in ("closed", "open"):
@@ -115,14 +151,26 @@ class LoadSpec:
             raise _fail("load.duration_s", self.duration_s, "must be <= 3600 (runs are bounded)")
         _typed("load.max_requests", self.max_requests, int, minimum=1)
         self.to_model()  # validates the model's own fields
+        expected = self.rate_rps * self.duration_s
+        if self.model == "open" and expected > self.max_requests:
+            # An open loop's length is its schedule; cutting it would silently shorten the run.
+            raise _fail("load.max_requests", self.max_requests,
+                        f"must be >= rate_rps × duration_s = {expected:,.0f} (the schedule "
+                        "would be cut short); raise it or shorten load.duration_s")
+
+    def connections(self) -> int:
+        """The client's connection limit: never below what the load may keep in flight."""
+        return self.users if self.model == "closed" else self.max_inflight
 
     def to_model(self) -> LoadModel:
         """The loadgen model this spec describes."""
         try:
             if self.model == "closed":
-                return ClosedLoop(users=self.users, think_time_s=self.think_time_s, ramp_s=self.ramp_s)
+                return ClosedLoop(users=self.users, think_time_s=self.think_time_s,
+                                  think_jitter_s=self.think_jitter_s, ramp_s=self.ramp_s)
             return OpenLoop(rate_rps=self.rate_rps, arrival=self.arrival,  # type: ignore[arg-type]
-                            burstiness=self.burstiness, ramp_s=self.ramp_s)
+                            burstiness=self.burstiness, ramp_s=self.ramp_s,
+                            max_inflight=self.max_inflight)
         except ConfigError as e:
             raise _fail(f"load.{e.key}", e.value, e.allowed) from None
 
@@ -149,6 +197,7 @@ class ExperimentSpec:
     repeats: int = 1
     x: str = ""
     target: TargetSpec = field(default_factory=TargetSpec)
+    generator: GeneratorSpec = field(default_factory=GeneratorSpec)
     workload: WorkloadSpec = field(default_factory=WorkloadSpec)
     load: LoadSpec = field(default_factory=LoadSpec)
     sweep: dict[str, list[Any]] = field(default_factory=dict)
@@ -266,6 +315,7 @@ def parse_spec(doc: Mapping[str, Any], *, source: str = "") -> ExperimentSpec:
         repeats=_typed("repeats", doc.get("repeats", 1), int, minimum=1),
         x=str(doc.get("x", "")),
         target=_section(doc, "target", TargetSpec),
+        generator=_section(doc, "generator", GeneratorSpec),
         workload=_section(doc, "workload", WorkloadSpec),
         load=_section(doc, "load", LoadSpec),
         sweep=_check_sweep(doc),
@@ -308,7 +358,8 @@ def to_document(spec: ExperimentSpec) -> dict[str, Any]:
     return {
         "name": spec.name, "description": spec.description, "seed": spec.seed,
         "repeats": spec.repeats, "x": spec.x,
-        "target": dataclasses.asdict(spec.target), "workload": dataclasses.asdict(spec.workload),
+        "target": dataclasses.asdict(spec.target),
+        "generator": dataclasses.asdict(spec.generator), "workload": dataclasses.asdict(spec.workload),
         "load": dataclasses.asdict(spec.load), "sweep": dict(spec.sweep),
         "slo": dataclasses.asdict(spec.slo), "variants": dict(spec.variants),
     }

@@ -1,19 +1,24 @@
 """Run an experiment: every sweep point × repeat against a fresh target, saved as it goes.
 
 ``await run_experiment(spec)`` works at the top level of a notebook cell and inside the
-CLI's ``asyncio.run``. Each (point, repeat) gets its own in-process service on
-127.0.0.1 with a fresh temporary database (so points are independent), or the
-external URL of the spec. Results go to ``results/NAME/RUN_ID/`` (see
-docs/results-schema.md); a failed point is recorded, not fatal, and the manifest
-says how the run ended.
+CLI's ``asyncio.run``. Each (point, repeat) gets its own target (see
+:mod:`orchestra_kit.lab.target`): by default ``orchestra serve`` in a child process on
+127.0.0.1 with a fresh database, its log under ``RUN_DIR/service/``; or the service in
+this process (``inprocess``); or the spec's URL. The load comes from this process or
+from ``[generator] processes`` worker processes (:mod:`orchestra_kit.lab.workers`).
+Results go to ``results/NAME/RUN_ID/`` (see docs/results-schema.md). A point that
+fails (the service does not start, a worker dies, the workload's setup is refused) is
+recorded as a row with ``point_error`` and listed in the manifest's ``failed_points``;
+the run goes on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-import tempfile
-from collections.abc import AsyncIterator, Callable
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,12 +26,16 @@ from typing import Any
 import aiohttp
 
 from ..config import Settings
+from ..errors import OrchestraError
+from .calibrate import cached_capacity
 from .loadgen import LoadRun, run_load
 from .results import RunWriter, summarise_point
 from .spec import ExperimentSpec, SweepPoint, to_document
-from .workloads import make_workload
+from .target import open_target, service_settings
+from .workers import WorkerSlice, lab_client, run_workers, split
+from .workloads import Workload, make_workload
 
-__all__ = ["PointDone", "run_experiment", "service_settings"]
+__all__ = ["PointDone", "run_experiment", "service_settings", "settings_ceiling_rps"]
 
 log = logging.getLogger(__name__)
 
@@ -42,58 +51,98 @@ class PointDone:
     done: int
 
 
-def service_settings(overrides: dict[str, Any], workdir: Path) -> Settings:
-    """Settings of an in-process lab target: loopback, ephemeral port, fresh files."""
-    base = Settings().with_overrides({
-        "server.host": "127.0.0.1", "server.port": 0,
-        "database.path": str(workdir / "orchestra.db"),
-        "project_root": str(workdir / "project"),
-        "workspace_dir": str(workdir / "sessions"),
-        "server.requests_per_minute": 0,
-    })
-    return base.with_overrides(overrides)
+def settings_ceiling_rps(settings: Settings | None, workload_kind: str) -> float:
+    """The throughput the settings allow, when they imply one: assign-and-wait with the
+    simulated backend finishes at most ``max_concurrent_tasks`` tasks per agent latency."""
+    if settings is None or workload_kind != "assign_wait" or settings.agents.backend != "simulated":
+        return math.nan
+    latency_s = settings.agents.sim_latency_ms / 1000.0
+    return settings.scheduler.max_concurrent_tasks / latency_s if latency_s > 0 else math.nan
 
 
-@contextlib.asynccontextmanager
-async def _target(spec: ExperimentSpec, point: SweepPoint) -> AsyncIterator[tuple[str, Settings | None]]:
-    if spec.target.kind == "url":
-        yield spec.target.url, None
-        return
-    from ..server.app import Service  # the lab drives the public service
-
-    with tempfile.TemporaryDirectory(prefix="orchestra-lab-") as tmp:
-        settings = service_settings(point.settings_overrides, Path(tmp))
-        Path(settings.project_root).mkdir(parents=True, exist_ok=True)
-        async with Service(settings) as service:
-            yield service.url, settings
+@dataclass(frozen=True, kw_only=True)
+class _PointJob:
+    spec: ExperimentSpec
+    point: SweepPoint
+    repeat: int
+    seed: int
+    label: str
+    progress: bool
+    log_path: Path | None
 
 
-@contextlib.asynccontextmanager
-async def _client(url: str, api_key: str, connections: int) -> AsyncIterator[Any]:
-    from ..client import OrchestraClient
-
-    connector = aiohttp.TCPConnector(limit=max(connections, 100), limit_per_host=0)
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
-    async with (aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
-                OrchestraClient(url, api_key=api_key or None, session=session) as client):
-        yield client
-
-
-async def _run_point(spec: ExperimentSpec, point: SweepPoint, repeat: int, seed: int,
-                     progress: bool, label: str) -> tuple[LoadRun, dict[str, Any]]:
-    load = point.load
-    model = load.to_model()
-    connections = load.users if load.model == "closed" else int(load.rate_rps * 2)
-    async with _target(spec, point) as (url, settings), _client(url, spec.target.api_key,
-                                                                  connections) as client:
-        workload = make_workload(point.workload, seed)
+async def _generate(job: _PointJob, url: str, workload: Workload) -> LoadRun:
+    """Set the workload up, then drive it from this process or from worker processes."""
+    load, spec = job.point.load, job.spec
+    processes = spec.generator.count()
+    client_kind = spec.generator.client_for(job.point.workload)
+    async with lab_client(url, api_key=spec.target.api_key, connections=load.connections(),
+                          kind=client_kind) as client:
         await workload.setup(client)
-        run = await run_load(workload.operation(client), model, duration_s=load.duration_s,
-                             max_requests=load.max_requests, seed=seed, progress=progress,
-                             label=label)
-        if settings is not None:
-            run.extra["settings"] = settings.flat()
-    return run, summarise_point(run, slo=spec.slo, params=_params(point))
+        if processes == 1:
+            return await run_load(workload.operation(client), load.to_model(),
+                                  duration_s=load.duration_s, max_requests=_cap(job),
+                                  seed=job.seed, progress=job.progress, label=job.label)
+    parts = split(load.to_model(), load.duration_s, _cap(job), job.seed, processes)
+    slices = [WorkerSlice(url=url, api_key=spec.target.api_key, workload=workload,
+                          model=load.to_model(), part=part, duration_s=load.duration_s,
+                          connections=load.connections(), client=client_kind,
+                          label=job.label)
+              for part in parts]
+    with _bar(job, sum(len(p.arrivals) for p in parts)) as on_progress:
+        return await run_workers(slices, model=load.to_model(), duration_s=load.duration_s,
+                                 on_progress=on_progress)
+
+
+def _cap(job: _PointJob) -> int | None:
+    """Open loops are bounded by their schedule (validated against max_requests)."""
+    return job.point.load.max_requests if job.point.load.model == "closed" else None
+
+
+@contextlib.contextmanager
+def _bar(job: _PointJob, total: int) -> Any:
+    if not job.progress:
+        yield None
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total or None, unit="req", desc=job.label or "load", leave=True)
+
+    def update(done: int) -> None:
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+async def _run_point(job: _PointJob) -> tuple[LoadRun, dict[str, Any]]:
+    target_kind = job.spec.target.kind
+    workload = make_workload(job.point.workload, job.seed)
+    try:  # the workload's environment (e.g. a fake Slack) wraps the target it configures
+        async with (workload.environment() as extra,
+                    open_target(target_kind, url=job.spec.target.url,
+                                overrides={**job.point.settings_overrides, **extra},
+                                log_path=job.log_path,
+                                start_timeout_s=job.spec.target.start_timeout_s) as target):
+            run = await _generate(job, target.url, workload)
+    except (OrchestraError, OSError, aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("point %s repeat %s failed: %s", job.point.index, job.repeat, exc)
+        run = LoadRun(records=[], started_wall=0.0, duration_s=0.0, dropped=0,
+                      model=job.point.load.to_model(), label=job.label,
+                      extra={"error": f"{type(exc).__name__}: {exc}"})
+        target = None
+    if target is not None:
+        run.extra["target"] = target.facts
+        run.extra["ceiling_rps"] = settings_ceiling_rps(target.settings,
+                                                        job.point.workload.kind)
+        if target.settings is not None:
+            run.extra["settings"] = target.settings.flat()
+    else:
+        run.extra["target"] = {"kind": target_kind}
+    return run, summarise_point(run, slo=job.spec.slo, params=_params(job.point))
 
 
 def _params(point: SweepPoint) -> dict[str, Any]:
@@ -104,31 +153,61 @@ def _params(point: SweepPoint) -> dict[str, Any]:
     return {**head, **point.params}
 
 
+def _label(spec: ExperimentSpec, point: SweepPoint, repeat: int, done: int, total: int) -> str:
+    return (f"{spec.name} [{done + 1}/{total}] "
+            + ", ".join(f"{k}={v}" for k, v in point.params.items())
+            + (f" repeat {repeat + 1}" if spec.repeats > 1 else ""))
+
+
 async def run_experiment(
     spec: ExperimentSpec,
     *,
     results_root: str | Path = "results",
     progress: bool = True,
     on_point: Callable[[PointDone], None] | None = None,
+    calibration: bool = True,
 ) -> Path:
-    """Run every point × repeat of ``spec``; returns the run directory."""
+    """Run every point × repeat of ``spec``; returns the run directory.
+
+    ``calibration``: record the generator's calibrated capacity in the manifest
+    (measured once per machine and cached under ``results_root``; see
+    :func:`orchestra_kit.lab.calibrate.cached_capacity`).
+    """
     points = spec.points()
     total = len(points) * spec.repeats
+    capacity = await cached_capacity(Path(results_root)) if calibration else None
     manifest = {"spec": to_document(spec), "source": spec.source,
                 "settings": Settings().with_overrides(spec.target.settings).to_dict(),
-                "seed": spec.seed, "points": total}
+                "seed": spec.seed, "points": total, "target_kind": spec.target.kind,
+                "generator": {"processes": spec.generator.count(),
+                              "calibration": capacity},
+                "failed_points": []}
     writer = await RunWriter.create(Path(results_root), spec.name, manifest)
     done = 0
     async with writer:
         for point in points:
             for repeat in range(spec.repeats):
-                seed = spec.seed + 1_000 * point.index + repeat
-                label = (f"{spec.name} [{done + 1}/{total}] "
-                         + ", ".join(f"{k}={v}" for k, v in point.params.items())
-                         + (f" repeat {repeat + 1}" if spec.repeats > 1 else ""))
-                run, summary = await _run_point(spec, point, repeat, seed, progress, label)
+                job = _PointJob(spec=spec, point=point, repeat=repeat,
+                                seed=spec.seed + 1_000 * point.index + repeat,
+                                label=_label(spec, point, repeat, done, total), progress=progress,
+                                log_path=await _log_path(writer.path, spec, point.index,
+                                                         repeat))
+                run, summary = await _run_point(job)
+                if summary["point_error"]:
+                    writer.manifest["failed_points"].append(
+                        {"point": point.index, "repeat": repeat, "params": point.params,
+                         "error": summary["point_error"]})
                 await writer.add_point(point.index, repeat, point.load_value, run, summary)
                 done += 1
                 if on_point is not None:
                     on_point(PointDone(point, repeat, summary, total, done))
     return writer.path
+
+
+async def _log_path(run_dir: Path, spec: ExperimentSpec, point: int, repeat: int
+                    ) -> Path | None:
+    if spec.target.kind != "process":
+        return None
+    folder = run_dir / "service"
+    await asyncio.to_thread(folder.mkdir, exist_ok=True)
+    return folder / f"point{point:03d}-repeat{repeat}.log"

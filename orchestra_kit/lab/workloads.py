@@ -11,8 +11,9 @@ Events until a terminal status), not time to the 202.
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from ..errors import ConfigError
@@ -45,6 +46,12 @@ class Workload:
         self.team: list[str] = []
         self.prefix = f"w{seed}"
 
+    @contextlib.asynccontextmanager
+    async def environment(self) -> AsyncIterator[dict[str, Any]]:
+        """Around a whole point: what the workload needs running (e.g. a fake Slack), and
+        the target settings it needs, yielded (default: nothing, no settings)."""
+        yield {}
+
     async def setup(self, client: Client) -> None:
         """Prepare the target (default: nothing)."""
 
@@ -73,14 +80,23 @@ class Workload:
 
 
 class Hire(Workload):
-    """POST /employees with a unique name per request (201 expected)."""
+    """POST /employees with a unique name per request.
+
+    Success is any 2xx an implementation documents for a hire: this service answers
+    201, the original OpenCode-Slack server 200. A duplicate name is a *conflict*
+    (``error_type="conflict"``): 409 here, 400 "already exists" in the original.
+    """
 
     name = "hire"
 
     async def op(self, client: Client, i: int) -> OpResult:
-        status, _ = await client.request(
+        status, body = await client.request(
             "POST", "/employees", {"name": f"{self.prefix}-{i}", "role": "developer"})
-        return _ok("hire", status, status == 201)
+        if status in (200, 201):
+            return OpResult(op="hire", ok=True, status=status)
+        if status == 409 or (status == 400 and "exist" in str(body).lower()):
+            return OpResult(op="hire", ok=False, status=status, error_type="conflict")
+        return _ok("hire", status, False)
 
 
 class BatchHire(Workload):
@@ -111,16 +127,20 @@ class Assign(Workload):
 
     async def op(self, client: Client, i: int) -> OpResult:
         name = self.team[i % len(self.team)]
-        body = {"name": name, "task": f"load task {i}", "priority": i % 11}
+        priority = i % 11
+        body = {"name": name, "task": f"load task {i}", "priority": priority}
         status, reply = await client.request("POST", "/tasks", body)
         op = "assign_wait" if self.wait else "assign"
         if status not in (200, 201, 202) or not self.wait:
-            return _ok(op, status, status in (200, 201, 202))
+            good = status in (200, 201, 202)
+            return OpResult(op=op, ok=good, status=status, priority=priority,
+                            error_type="" if good else f"http_{status}")
         final = reply.get("status", "") if isinstance(reply, dict) else ""
         if status == 202:
             final = await self._final_status(client, int(reply["task_id"]))
         good = final == "completed"
-        return OpResult(op=op, ok=good, status=status, error_type="" if good else f"task_{final}")
+        return OpResult(op=op, ok=good, status=status, priority=priority,
+                        error_type="" if good else f"task_{final}")
 
     async def _final_status(self, client: Client, task_id: int) -> str:
         final = "unknown"
@@ -214,7 +234,14 @@ _FACTORIES: dict[str, Callable[[WorkloadSpec, int], Workload]] = {
     "read_mix": ReadMix,
     "health": Health,
     "mix": Mix,
+    "chat": lambda s, seed: _chat_workload(s, seed),
 }
+
+
+def _chat_workload(spec: WorkloadSpec, seed: int) -> Workload:
+    from .workload_chat import ChatWorkload  # its own module: it brings the fake Slack
+
+    return ChatWorkload(spec, seed)
 
 
 def make_workload(spec: WorkloadSpec, seed: int, *, kind: str | None = None) -> Workload:

@@ -23,6 +23,8 @@ from .middleware import build_middleware
 from .protocol import AcceptErrorFilter, GuardedRunner
 from .routes_employees import routes as employee_routes
 from .routes_files import routes as file_routes
+from .routes_slack import chat_context
+from .routes_slack import routes as slack_routes
 from .routes_system import routes as system_routes
 from .routes_tasks import routes as task_routes
 from .state import STATE, AppState, Phase
@@ -141,15 +143,17 @@ def create_app(settings: Settings, *, store: Any = None, scheduler: Any = None) 
     """The aiohttp application for ``settings`` (own components unless handed in)."""
     if scheduler is not None and store is None:
         raise ConfigError("store", None, "must be given when a scheduler is given")
+    settings.chat.check_startable()
     root = Path(settings.project_root).resolve()
     state = AppState(settings=settings, project_root=root, store=store, scheduler=scheduler)
     app = web.Application(middlewares=[build_middleware(state)],
                           client_max_size=settings.server.max_body_bytes)
     app[STATE] = state
-    for table in (system_routes, employee_routes, task_routes, file_routes):
+    for table in (system_routes, employee_routes, task_routes, file_routes, slack_routes):
         app.router.add_routes(table)
     app.cleanup_ctx.extend(_contexts(state, own_store=store is None,
                                      own_scheduler=scheduler is None))
+    app.cleanup_ctx.append(chat_context(state))  # type: ignore[arg-type]
     app.on_shutdown.append(_on_shutdown)
     return app
 

@@ -16,7 +16,7 @@ from pydantic.json_schema import models_json_schema
 from ..models import NAME_PATTERN
 from . import schemas as s
 
-__all__ = ["OPERATIONS", "openapi_document"]
+__all__ = ["OPERATIONS", "openapi_document", "slack_paths"]
 
 _REF = "#/components/schemas/{model}"
 _MUTATING = {"post", "put", "patch", "delete"}
@@ -114,6 +114,49 @@ OPERATIONS: list[Op] = [
 #: release with ?name= and no body releases everything).
 _OPTIONAL_BODIES = (s.ActorBody, s.ReleaseBody)
 
+_SLACK_HEADERS = [
+    {"name": "X-Slack-Signature", "in": "header", "required": False,
+     "schema": {"type": "string"}},
+    {"name": "X-Slack-Request-Timestamp", "in": "header", "required": False,
+     "schema": {"type": "string"}},
+    {"name": "X-Slack-Retry-Num", "in": "header", "required": False,
+     "schema": {"type": "string"}},
+]
+
+
+def _slack_operation(summary: str, media: str) -> dict[str, Any]:
+    """A Slack route: signed by Slack (no bearer key), 404 while chat is disabled."""
+    any_body = {"schema": {"type": "object"} if media == "application/json"
+                else {"type": "string"}}
+    text = {"text/plain": {"schema": {"type": "string"}}}
+    return {
+        "summary": summary, "parameters": _SLACK_HEADERS,
+        "requestBody": {"required": True, "content": {media: any_body}},
+        "security": [{}],
+        "responses": {
+            "200": {"description": "Acknowledged (url_verification: the challenge)",
+                    "content": {"application/json": {"schema": _OBJ}, **text}},
+            "401": {"description": "Missing, wrong or stale Slack signature",
+                    "content": {"application/json": {"schema": _OBJ}, **text}},
+            "404": {"description": "Chat is not enabled (or an event with no listener)",
+                    "content": {"application/json": {"schema": _OBJ}, **text}},
+            "413": {"description": _ERROR_TEXT["413"], "content": _content(s.ErrorBody)},
+            "503": {"description": _ERROR_TEXT["503"], "content": _content(s.ErrorBody)},
+        },
+    }
+
+
+def slack_paths() -> dict[str, dict[str, Any]]:
+    """The Slack routes' entries of the document."""
+    return {
+        "/slack/events": {"post": _slack_operation(
+            "Slack Events API: url_verification, app_mention, channel messages",
+            "application/json")},
+        "/slack/commands": {"post": _slack_operation(
+            "Slack slash commands (/hire /fire /employees /assign /lock /release /progress "
+            "/status /request /approve /deny)", "application/x-www-form-urlencoded")},
+    }
+
 _RESPONSE_MODELS: list[type[BaseModel]] = [s.ErrorBody, s.HireOut, s.HireBatchOut, s.AssignOut, s.AssignBatchOut,
                     s.EmployeeOut, s.TaskOut, s.LeaseOut, s.FileRequestOut]
 
@@ -163,6 +206,7 @@ def openapi_document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
         paths.setdefault(op[1], {})[op[0]] = _operation(op)
+    paths.update(slack_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "orchestra_kit API", "version": "1.0.0",

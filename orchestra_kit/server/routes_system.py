@@ -55,7 +55,7 @@ async def health(request: web.Request) -> web.Response:
         "status": "healthy" if state.phase is Phase.READY else str(state.phase),
         "uptime_seconds": round(state.metrics.uptime_s(), 3),
         "counts": counts,
-        "chat_enabled": False,
+        "chat_enabled": state.chat is not None,
         "active_sessions": running,
         "total_agents": counts.get("employees", 0),
         "performance_metrics": {
@@ -108,6 +108,7 @@ async def performance(request: web.Request) -> web.Response:
     doc = state.metrics.performance_document(
         database=_database_metrics(await _counts(state), await _store_stats(state), flags),
         optimization=flags, session=session, active_tasks=sched.get("running", 0))
+    doc["chat"] = state.chat.stats() if state.chat is not None else {"enabled": False}
     return json_response(doc)
 
 
@@ -148,7 +149,8 @@ async def status(request: web.Request) -> web.Response:
         "locked_files": [lease.to_dict() for lease in leases[:STATUS_LIST_LIMIT]],
         "employees": [e.to_dict() for e in employees],
         "pending_requests": [r.to_dict() for r in pending[:STATUS_LIST_LIMIT]],
-        "chat_enabled": False,
+        "chat_enabled": state.chat is not None,
+        "chat_statistics": state.chat.stats() if state.chat is not None else {},
         "performance_metrics": m,
         "session_metrics": sched,
     })

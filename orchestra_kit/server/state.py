@@ -44,6 +44,7 @@ class AppState:
     backend: Any = None
     llm_limiter: Any = None
     pool: Any = None
+    chat: Any = None  # the Slack adapter, when chat.enabled
     phase: Phase = Phase.STARTING
     drained: asyncio.Event | None = None
     id_prefix: str = field(default_factory=lambda: os.urandom(4).hex())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Self
 
+from .chat_events import ChatEventAPI
 from .employees import EmployeeAPI
 from .leases import LeaseAPI
 from .sqlops import FireReport, RecoveryReport
@@ -18,7 +19,7 @@ from .tasks import TaskAPI
 __all__ = ["FireReport", "RecoveryReport", "Store"]
 
 
-class Store(EmployeeAPI, LeaseAPI, TaskAPI):
+class Store(EmployeeAPI, LeaseAPI, TaskAPI, ChatEventAPI):
     """The store: ``async with Store(settings.database, settings.flags, project_root=p) as s``."""
 
     async def __aenter__(self) -> Self:

@@ -25,7 +25,7 @@ from .writer import GroupCommitWriter, MergeFn, WriteFn, WriteOp
 __all__ = ["TABLES", "StoreBase"]
 
 T = TypeVar("T")
-TABLES = ("employees", "file_leases", "file_requests", "tasks")
+TABLES = ("employees", "file_leases", "file_requests", "tasks", "chat_events")
 _LATENCY_SAMPLES = 8192
 
 

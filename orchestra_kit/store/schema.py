@@ -112,6 +112,21 @@ MIGRATIONS: list[tuple[str, Sequence[str]]] = [
             "CREATE INDEX idx_file_requests_requester ON file_requests(requester, status)",
         ),
     ),
+    (
+        "chat_events: every incoming chat event, so a repeat never creates a second task",
+        (
+            # event_id: the transport's id (Slack's Ev...); message_key: channel:ts, because
+            # Slack sends one message twice (a `message` and an `app_mention` event).
+            """CREATE TABLE chat_events (
+                event_id TEXT PRIMARY KEY,
+                message_key TEXT NOT NULL UNIQUE,
+                channel TEXT NOT NULL,
+                user TEXT NOT NULL,
+                received_at REAL NOT NULL,
+                outcome TEXT NOT NULL DEFAULT 'received',
+                task_ids TEXT NOT NULL DEFAULT '[]')""",
+        ),
+    ),
 ]
 
 

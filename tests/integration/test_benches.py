@@ -69,3 +69,21 @@ async def test_raw_connection_reads_length_and_chunked_bodies() -> None:
         await conn.aclose()
         await runner.cleanup()
     await asyncio.sleep(0)
+
+
+GENERATOR_KEYS = ["open_loop_capacity_rps", "open_loop_capacity_rps_1proc",
+                  "lag_p99_ms_at_capacity", "processes"]
+
+
+@pytest.mark.timeout(120)
+async def test_bench_generator_measures_against_a_null_server_process() -> None:
+    from orchestra_kit.lab.genbench import measure_generator
+
+    doc = await measure_generator(quick=True, processes=[1, 2], start_rps=100.0, max_rps=200.0)
+    assert set(GENERATOR_KEYS) <= set(doc)
+    print(json.dumps({k: doc[k] for k in GENERATOR_KEYS}))
+    assert {p["processes"] for p in doc["points"]} == {1, 2}
+    for point in doc["points"]:  # every measured point went through and was judged
+        assert point["success_rate"] == 1.0 and point["dropped"] == 0
+        assert point["sustained"] <= (point["lag_p99_ms"] <= 5.0)  # a late schedule fails
+    assert doc["open_loop_capacity_rps"] in (0.0, 100.0, 200.0)

@@ -1,171 +1,173 @@
-"""The load generator checked against truth with a real aiohttp server on 127.0.0.1.
+"""The load generator checked against truth: a server in its own process (truth_server.py)
+that knows what it did and what it received.
 
-a) Known service latency: the client's service percentiles match the server's own.
-b) A stalling server: the open-loop corrected tail shows the stall; a closed loop hides it.
-c) A starved generator: schedule lag and Little's law expose the client as the bottleneck.
+a) known service latency (50 ms ± 2.5 ms): the client's p50/p99 within 5 % of the server's;
+b) a server stalling 1 s every 4 s at 200 req/s: corrected p90 ≈ 600 ms, p99 ≈ 960 ms, the
+   server still receives the scheduled rate during the stall, a closed loop hides it;
+c) 120 requests needing to be in flight at once: the server sees 120 at once;
+d) a starved generator (CPU burned on its loop) is flagged, in closed and open loops;
+e) generator workers: two processes, one schedule, merged losslessly; a dead worker fails.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
-import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
+import pandas as pd
 import pytest
-from aiohttp import web
+from lab_workloads import DieInWorker, GetPath
+from lab_workloads import call as _call
 
-from orchestra_kit.errors import ValidationError
-from orchestra_kit.lab.calibrate import generator_capacity, http_get
+from orchestra_kit.lab.analysis import audit
 from orchestra_kit.lab.histogram import LatencyHistogram
-from orchestra_kit.lab.loadgen import ClosedLoop, OpenLoop, OpResult, run_load
+from orchestra_kit.lab.loadgen import ClosedLoop, OpenLoop, run_load
 from orchestra_kit.lab.results import summarise_point
+from orchestra_kit.lab.workers import (
+    WorkerFailed,
+    WorkerSlice,
+    lab_client,
+    merged_histograms,
+    run_workers,
+    split,
+)
 
 
-@dataclass
-class TruthServer:
-    """A test server: known latency (100 ms ± 2 ms) on /known, a periodic stall gate on /stall."""
-
-    url: str = ""
-    slept_ms: list[float] = field(default_factory=list)
-    stall_t0: float = 0.0
-    rng: random.Random = field(default_factory=lambda: random.Random(11))
-
-    async def known(self, request: web.Request) -> web.Response:
-        start = time.perf_counter()
-        await asyncio.sleep(0.1 + self.rng.uniform(-0.002, 0.002))
-        self.slept_ms.append((time.perf_counter() - start) * 1000)
-        return web.Response(text="ok")
-
-    async def stall(self, request: web.Request) -> web.Response:
-        # Closed from 1.0 s to 2.0 s after stall_t0 (every 4 s): requests wait for it.
-        loop = asyncio.get_running_loop()
-        phase = (loop.time() - self.stall_t0) % 4.0
-        if 1.0 <= phase < 2.0:
-            await asyncio.sleep(2.0 - phase)
-        return web.Response(text="ok")
+async def _run(url: str, path: str, model: ClosedLoop | OpenLoop, duration_s: float, *,
+               client: str = "raw", burn_s: float = 0.0) -> dict[str, Any]:
+    connections = model.users if isinstance(model, ClosedLoop) else model.max_inflight
+    async with lab_client(url, connections=connections, kind=client) as c:
+        op = GetPath(path, burn_s).operation(c)
+        if not burn_s:
+            for _ in range(4):
+                await op(0)
+        await _reset(url)
+        run = await run_load(op, model, duration_s=duration_s, grace_s=5.0)
+    return summarise_point(run, params={})
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[TruthServer]:
-    truth = TruthServer()
-    app = web.Application()
-    app.router.add_get("/known", truth.known)
-    app.router.add_get("/stall", truth.stall)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    truth.url = f"http://{host}:{port}"
-    yield truth
-    await runner.cleanup()
+async def _reset(url: str) -> None:
+    import asyncio
+
+    await asyncio.to_thread(_call, url + "/reset", "POST")
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
-        yield s
-
-
-async def _warm(session: aiohttp.ClientSession, url: str) -> None:
-    op = http_get(session, url)
-    await asyncio.gather(*(op(0) for _ in range(8)))
-
-
-async def _known_point(
-    server: TruthServer, session: aiohttp.ClientSession
-) -> tuple[dict[str, Any], LatencyHistogram]:
-    server.slept_ms.clear()
-    model = OpenLoop(rate_rps=100, arrival="poisson")
-    op = http_get(session, f"{server.url}/known", "known")
-    run = await run_load(op, model, duration_s=3.0, seed=5)
-    row = summarise_point(run, slo=None, params={"rate_rps": 100})
-    truth = LatencyHistogram.from_values_ms(server.slept_ms)
-    print(
-        f"\nknown: n={row['n']} client p50/p99 {row['service_p50_ms']:.2f}/"
-        f"{row['service_p99_ms']:.2f} ms, server truth {truth.percentile_ms(50):.2f}/"
-        f"{truth.percentile_ms(99):.2f} ms, lag p99 {row['lag_p99_ms']:.2f} ms"
-    )
-    return row, truth
-
-
-def _within(value: float, truth: float, rel: float = 0.05) -> bool:
-    return abs(value - truth) <= rel * truth
-
-
-async def test_service_latency_matches_server_truth(
-    server: TruthServer, session: aiohttp.ClientSession
-) -> None:
-    await _warm(session, f"{server.url}/known")
-    # The client's overhead (~1.5 ms) is additive; on a 2-core box shared with other
-    # CPU-heavy jobs, one preemption delays every request in flight and can push p99 past
-    # 5 %: up to two re-measurements are allowed.
+async def test_known_latency_within_5_percent_of_the_servers_own(truth_url: str) -> None:
+    # The claim under test: when the self-audit passes a point, its latencies are within
+    # 5 % of the server's own. On a shared 2-core machine a preempted generator can miss;
+    # the audit must then flag the point (schedule lag, loop lag): up to 3 attempts.
+    reasons = []
     for _ in range(3):
-        row, truth = await _known_point(server, session)
+        row = await _run(truth_url, "/known", OpenLoop(rate_rps=100, arrival="poisson"), 2.0)
+        truth = LatencyHistogram.from_values_ms(_call(truth_url + "/stats")["slept_ms"])
         p50, p99 = truth.percentile_ms(50), truth.percentile_ms(99)
-        if _within(row["service_p50_ms"], p50) and _within(row["service_p99_ms"], p99):
-            break
-    assert row["n"] == row["n_ok"] == truth.count > 200
-    assert row["service_p50_ms"] == pytest.approx(p50, rel=0.05)
-    assert row["service_p99_ms"] == pytest.approx(p99, rel=0.05)
-    assert row["p50_ms"] >= row["service_p50_ms"]
+        checked = audit(pd.DataFrame([{**row, "loop": "open", "rate_rps": 100.0}]))
+        print(f"\nknown: client {row['service_p50_ms']:.2f}/{row['service_p99_ms']:.2f} ms, "
+              f"server {p50:.2f}/{p99:.2f} ms; audit: {checked['audit_reason'].iloc[0] or 'ok'}")
+        assert row["n"] == row["n_ok"] == truth.count > 150
+        if checked["audit_ok"].iloc[0]:
+            assert row["service_p50_ms"] == pytest.approx(p50, rel=0.05)
+            assert row["service_p99_ms"] == pytest.approx(p99, rel=0.05)
+            return
+        reasons.append(checked["audit_reason"].iloc[0])
+    pytest.skip(f"machine too busy: every attempt was flagged by the self-audit: {reasons}")
 
 
-async def test_open_loop_shows_a_stall_that_closed_loop_hides(
-    server: TruthServer, session: aiohttp.ClientSession
-) -> None:
-    url = f"{server.url}/stall"
-    await _warm(session, url)
-    op = http_get(session, url, "stall")
-    server.stall_t0 = asyncio.get_running_loop().time()
-    open_run = await run_load(op, OpenLoop(rate_rps=100, arrival="constant"), duration_s=3.0)
-    server.stall_t0 = asyncio.get_running_loop().time()
-    closed = ClosedLoop(users=2, think_time_s=0.005)
-    closed_run = await run_load(op, closed, duration_s=3.0)
-    open_row = summarise_point(open_run, slo=None, params={})
-    closed_row = summarise_point(closed_run, slo=None, params={})
-    print(
-        f"\nstall: open corrected p99 {open_row['p99_ms']:.1f} ms (service p50 "
-        f"{open_row['service_p50_ms']:.2f} ms, n={open_row['n']}); closed p99 "
-        f"{closed_row['p99_ms']:.1f} ms (n={closed_row['n']}, max {closed_row['max_ms']:.0f} ms)"
-    )
-    assert open_row["p99_ms"] >= 500.0  # the stall is in the corrected tail
-    assert open_row["p99_ms"] > 50 * open_row["service_p50_ms"]
-    assert open_row["p99_ms"] >= open_row["service_p99_ms"]
-    # The closed loop sent one request per user (2) into the stall: its p99 hides it.
-    assert closed_row["max_ms"] >= 500.0
-    assert closed_row["p99_ms"] < open_row["p99_ms"] / 4
+async def test_stall_shows_in_corrected_latency_and_the_rate_holds(truth_url: str) -> None:
+    row = await _run(truth_url, "/stall", OpenLoop(rate_rps=200, arrival="constant"), 4.0)
+    stats = _call(truth_url + "/stats")
+    during = sum(1 for t in stats["arrivals"] if 1.05 <= t < 1.95)
+    print(f"\nstall: p90 {row['p90_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms, server saw "
+          f"{during / 0.9:.0f} req/s during the stall, at most {stats['max_inflight']} at once")
+    assert row["n_ok"] == row["n"] == 800
+    # Theory: a quarter of the arrivals wait out the rest of the stall, uniform on 0..1 s,
+    # so p90 = 600 ms and p99 = 960 ms; releasing 200 replies at once adds tens of ms.
+    assert 570 <= row["p90_ms"] <= 700
+    assert 940 <= row["p99_ms"] <= 1060
+    assert during / 0.9 == pytest.approx(200, rel=0.05)  # no client-side queue
+    assert stats["max_inflight"] >= 190
+    assert row["queue_p99_ms"] == 0.0
+    closed = await _run(truth_url, "/stall", ClosedLoop(users=2), 2.5)
+    print(f"closed loop: p90 {closed['p90_ms']:.1f} ms, max {closed['max_ms']:.0f} ms")
+    assert closed["max_ms"] >= 500  # it met the stall ...
+    assert closed["p90_ms"] < 50  # ... but its percentiles hide it
 
 
-async def test_starved_generator_is_exposed_by_lag_and_littles_law() -> None:
-    async def hog(index: int) -> OpResult:
-        time.sleep(0.004)  # noqa: ASYNC251 - on purpose: starve the loop (<= ~250 calls/s)
-        await asyncio.sleep(0)
-        return OpResult("hog", True, 200)
-
-    model = OpenLoop(rate_rps=500, arrival="constant")
-    run = await run_load(hog, model, duration_s=1.0)
-    row = summarise_point(run, slo=None, params={"rate_rps": 500})
-    print(
-        f"\nstarved: offered {row['offered_rps']:.0f}/500 rps, lag p99 {row['lag_p99_ms']:.0f} ms, "
-        f"in flight {row['mean_inflight']:.2f} vs Little {row['littles_inflight']:.1f} "
-        f"(residual {row['littles_residual']:.1f})"
-    )
-    assert row["n_ok"] == 500
-    assert row["lag_p99_ms"] > 200.0
-    assert row["offered_rps"] < 0.8 * 500
-    assert row["littles_inflight"] > 1.5 * row["mean_inflight"]
-    assert row["littles_residual"] > 0.5  # analysis.audit flags > 0.2
+async def test_120_requests_needed_in_flight_are_all_in_flight(truth_url: str) -> None:
+    # 80 req/s, each held 1.5 s: 120 must be in flight at once (a 100-connection cap hid this).
+    row = await _run(truth_url, "/hold", OpenLoop(rate_rps=80, arrival="constant"), 2.0,
+                     client="aiohttp")
+    stats = _call(truth_url + "/stats")
+    print(f"\nhold: server saw {stats['max_inflight']} at once; queue p99 {row['queue_p99_ms']}")
+    assert row["n_ok"] == 160
+    assert stats["max_inflight"] >= 120
+    assert row["queue_p99_ms"] < 1.0
 
 
-async def test_generator_capacity_reports_points() -> None:
-    res = await generator_capacity(rates=(50.0,), duration_s=0.3, max_lag_p99_ms=1000.0)
-    assert res["capacity_rps"] == 50.0
-    (point,) = res["points"]
-    assert point["sustained"] and point["n"] >= 10 and point["dropped"] == 0
-    with pytest.raises(ValidationError, match="rates"):
-        await generator_capacity(rates=())
+@pytest.mark.parametrize("model", [ClosedLoop(users=4), OpenLoop(rate_rps=50, arrival="constant")],
+                         ids=["closed", "open"])
+async def test_starved_generator_is_flagged(truth_url: str, model: ClosedLoop | OpenLoop) -> None:
+    row = await _run(truth_url, "/health", model, 1.0, burn_s=0.03)
+    flagged = audit(pd.DataFrame([{**row, "loop": "closed" if isinstance(model, ClosedLoop)
+                                   else "open", "rate_rps": getattr(model, "rate_rps", None)}]))
+    reason = flagged["audit_reason"].iloc[0]
+    print(f"\nstarved: loop lag p99 {row['gen_loop_lag_p99_ms']:.0f} ms, CPU "
+          f"{row['gen_cpu_pct']:.0f} %: {reason}")
+    assert row["gen_loop_lag_p99_ms"] > 10.0 or row["gen_cpu_pct"] > 90.0
+    assert not flagged["audit_ok"].iloc[0]
+    assert "generator could not keep up" in reason
+
+
+async def test_workers_split_one_schedule_and_merge_losslessly(truth_url: str) -> None:
+    model = OpenLoop(rate_rps=200, arrival="poisson")
+    parts = split(model, 1.0, None, 3, 2)
+    slices = [WorkerSlice(url=truth_url, workload=GetPath("/health"), model=model, part=p,
+                          duration_s=1.0, client="raw", connections=1000) for p in parts]
+    seen: list[int] = []
+    run = await run_workers(slices, model=model, duration_s=1.0, on_progress=seen.append)
+    row = summarise_point(run)
+    indexes = [r.index for r in run.records]
+    print(f"\nworkers: n {row['n']}, workers {sorted({r.worker for r in run.records})}, "
+          f"lag p99 {row['lag_p99_ms']:.2f} ms")
+    assert indexes == list(range(sum(len(p.arrivals) for p in parts)))
+    assert {r.worker for r in run.records} == {0, 1}
+    assert row["n_ok"] == row["n"] and row["gen_processes"] == 2
+    assert seen and seen[-1] == row["n"]
+
+
+async def test_worker_histograms_merge_to_the_records(truth_url: str) -> None:
+    from orchestra_kit.lab.workers import run_worker_slice  # noqa: F401 - the public entry
+
+    model = ClosedLoop(users=4)
+    parts = split(model, 0.5, 400, 0, 2)
+    assert [p.users for p in parts] == [[(0, 0.0), (2, 0.0)], [(1, 0.0), (3, 0.0)]]
+    slices = [WorkerSlice(url=truth_url, workload=GetPath("/health"), model=model, part=p,
+                          duration_s=0.5, client="raw", connections=4) for p in parts]
+    run = await run_workers(slices, model=model, duration_s=0.5)
+    indexes = [r.index for r in run.records]
+    assert len(indexes) == len(set(indexes)) <= 400
+    assert {r.user for r in run.records} == {0, 1, 2, 3}
+
+
+async def test_a_dead_worker_is_a_failure_not_a_hang(truth_url: str) -> None:
+    model = OpenLoop(rate_rps=100, arrival="constant")
+    parts = split(model, 1.0, None, 0, 2)
+    slices = [WorkerSlice(url=truth_url, workload=DieInWorker("/health"), model=model, part=p,
+                          duration_s=1.0, client="raw") for p in parts]
+    with pytest.raises(WorkerFailed, match="died"):
+        await run_workers(slices, model=model, duration_s=1.0)
+
+
+def test_merged_histograms_equal_the_union() -> None:
+    from orchestra_kit.lab.loadmodel import LoadRun
+    from orchestra_kit.lab.workers import WorkerResult
+
+    a = LatencyHistogram.from_values_ms([1.0, 2.0, 3.0])
+    b = LatencyHistogram.from_values_ms([10.0, 20.0])
+    empty = LoadRun(records=[], started_wall=0, duration_s=1, dropped=0,
+                    model=ClosedLoop(users=1))
+    res = [WorkerResult(0, empty, a.encode(), a.encode()), WorkerResult(1, empty, b.encode(), "")]
+    latency, service = merged_histograms(res)
+    union = LatencyHistogram.from_values_ms([1.0, 2.0, 3.0, 10.0, 20.0])
+    assert latency.count == 5 and service.count == 3
+    assert latency.percentiles_ms([50, 99]) == pytest.approx(union.percentiles_ms([50, 99]),
+                                                             rel=1e-3)

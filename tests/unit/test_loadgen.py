@@ -296,3 +296,43 @@ async def test_closed_loop_ramp_starts_users_in_turn() -> None:
     run = await run_load(op, ClosedLoop(users=3, ramp_s=0.3), duration_s=0.5, grace_s=0.0)
     assert len(run.records) == 3
     assert seen[0] < 0.05 and 0.1 <= seen[1] < 0.2 + 0.05 and 0.2 <= seen[2]
+
+
+async def test_hire_counts_200_and_201_and_a_duplicate_400_is_a_conflict() -> None:
+    from orchestra_kit.lab.spec import WorkloadSpec
+    from orchestra_kit.lab.workloads import make_workload
+
+    class Replies:
+        def __init__(self, *replies: tuple[int, object]) -> None:
+            self.replies = list(replies)
+
+        async def request(self, method: str, path: str, json: object = None
+                          ) -> tuple[int, object]:
+            return self.replies.pop(0)
+
+        def events(self, task_id: int) -> object:
+            raise AssertionError("not used")
+
+    client = Replies((200, {}), (201, {}), (400, {"error": "Employee x already exists"}),
+                     (409, {}), (400, {"error": "name: required"}))
+    op = make_workload(WorkloadSpec(kind="hire"), 0).operation(client)
+    results = [await op(i) for i in range(5)]
+    assert [r.ok for r in results] == [True, True, False, False, False]
+    assert [r.error_type for r in results] == ["", "", "conflict", "conflict", "http_400"]
+
+
+async def test_sent_is_when_the_request_went_out_and_queue_time_is_its_own() -> None:
+    from orchestra_kit.lab.probe import add_queue_time, mark_sent
+
+    async def queued(index: int) -> OpResult:
+        await asyncio.sleep(0.05)  # waits for a "connection"
+        add_queue_time(0.05)
+        mark_sent()
+        await asyncio.sleep(0.02)
+        return OpResult("q", True, 200)
+
+    run = await run_load(queued, OpenLoop(rate_rps=20, arrival="constant"), duration_s=0.2)
+    for rec in run.records:
+        assert rec.lag_ms >= 50.0 and rec.queue_ms == pytest.approx(50.0, abs=1)
+        assert 15.0 <= rec.service_ms < 45.0  # the wait is not service time
+        assert rec.latency_ms == pytest.approx(rec.service_ms + rec.lag_ms, abs=1e-6)

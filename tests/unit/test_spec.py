@@ -88,3 +88,30 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
     bad.write_text("name = [unclosed")
     with pytest.raises(ConfigError, match="valid TOML"):
         load_spec(bad)
+
+
+def test_target_defaults_to_a_process_and_generator_is_validated() -> None:
+    spec = parse_spec(base())
+    assert spec.target.kind == "process" and spec.generator.count() == 1
+    assert spec.generator.client_for(spec.workload) == "raw"
+    wait = parse_spec({**base(), "workload": {"kind": "assign_wait"}})
+    assert wait.generator.client_for(wait.workload) == "aiohttp"  # SSE needs aiohttp
+    auto = parse_spec({**base(), "generator": {"processes": "auto"}})
+    assert auto.generator.count() >= 1
+    for bad in (0, "many", True):
+        with pytest.raises(ConfigError, match="generator.processes"):
+            parse_spec({**base(), "generator": {"processes": bad}})
+
+
+def test_an_open_loop_cut_short_by_max_requests_is_refused() -> None:
+    doc = {**base(), "load": {"model": "open", "rate_rps": 100.0, "duration_s": 10.0,
+                              "max_requests": 500}, "sweep": {}}
+    with pytest.raises(ConfigError, match=r"load.max_requests.*rate_rps × duration_s = 1,000"):
+        parse_spec(doc)
+    doc["load"]["max_requests"] = 1000
+    assert parse_spec(doc).load.connections() == 10_000  # the open loop's max_inflight
+
+
+def test_the_client_never_caps_a_closed_loop_below_its_users() -> None:
+    spec = parse_spec({**base(), "sweep": {"load.users": [300]}})
+    assert spec.points()[0].load.connections() == 300

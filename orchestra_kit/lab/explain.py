@@ -1,0 +1,73 @@
+"""Explaining a result: which requests make the tail, and what the settings allow.
+
+- :func:`latency_by_priority`: corrected-latency percentiles per task priority, per
+  load (from ``requests.csv``); with a priority scheduler, a tail made of low-priority
+  work waiting behind high-priority work is the scheduler doing its job, not noise.
+- :func:`priority_words`: one sentence naming that tail for the highest load.
+- :func:`ceiling_words`: where the settings imply a throughput ceiling (the
+  ``ceiling_rps`` column: for assign-and-wait with simulated agents,
+  ``max_concurrent_tasks`` / agent latency), how close the peak came to it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+__all__ = ["ceiling_words", "latency_by_priority", "priority_words"]
+
+
+def latency_by_priority(requests: pd.DataFrame, points: pd.DataFrame | None = None
+                        ) -> pd.DataFrame | None:
+    """Per load and priority: count, p50, p99 and max corrected latency of ok requests.
+
+    None when the requests carry fewer than two distinct priorities.
+    """
+    if requests.empty or "priority" not in requests.columns:
+        return None
+    req = requests[requests["ok"].astype(str).str.lower() == "true"].copy()
+    req["priority"] = pd.to_numeric(req["priority"], errors="coerce")
+    req = req.dropna(subset=["priority"])
+    if req["priority"].nunique() < 2:
+        return None
+    if points is not None and {"point", "load"} <= set(points.columns):
+        loads = points.drop_duplicates("point").set_index("point")["load"]
+        req["load"] = req["point"].map(loads)
+    else:
+        req["load"] = req["point"]
+    grouped = req.groupby(["load", "priority"])["latency_ms"]
+    table = pd.DataFrame({"n": grouped.size(), "p50_ms": grouped.quantile(0.5),
+                          "p99_ms": grouped.quantile(0.99), "max_ms": grouped.max()})
+    table = table.round(1).reset_index()
+    table["priority"] = table["priority"].astype(int)
+    return table
+
+
+def priority_words(table: pd.DataFrame | None) -> str:
+    """A sentence about the highest load: which priorities hold the tail."""
+    if table is None or table.empty:
+        return ""
+    top = table[table["load"] == table["load"].max()]
+    slow = top.loc[top["p50_ms"].idxmax()]
+    fast = top.loc[top["p50_ms"].idxmin()]
+    if not slow["p50_ms"] > 2 * max(fast["p50_ms"], 1e-9):
+        return ""
+    load = f"{slow['load']:g}"
+    return (f"At load {load} the tail is low-priority work waiting: priority "
+            f"{int(slow['priority'])} tasks have median {slow['p50_ms']:,.0f} ms (p99 "
+            f"{slow['p99_ms']:,.0f} ms) while priority {int(fast['priority'])} tasks have median "
+            f"{fast['p50_ms']:,.0f} ms; the scheduler runs higher priorities first.")
+
+
+def ceiling_words(points: pd.DataFrame) -> str:
+    """How close the peak throughput came to the settings-implied ceiling."""
+    if "ceiling_rps" not in points.columns or "throughput_rps" not in points.columns:
+        return ""
+    ceiling = pd.to_numeric(points["ceiling_rps"], errors="coerce").dropna()
+    if ceiling.empty or not math.isfinite(float(ceiling.iloc[0])):
+        return ""
+    cap = float(ceiling.min())
+    peak = float(pd.to_numeric(points["throughput_rps"], errors="coerce").max())
+    return (f"The settings cap throughput at {cap:,.0f} tasks/s (max_concurrent_tasks / agent "
+            f"latency); the peak, {peak:,.0f} req/s, is {100 * peak / cap:.0f} % of that ceiling.")
