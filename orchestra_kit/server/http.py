@@ -258,9 +258,9 @@ async def read_json(request: web.Request, field: str = "body") -> Any:
 def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
     """An integer query parameter within ``lo..hi``; 422 naming it otherwise."""
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
-    try:
+    try:  # "" is not a number (the spec says integer); empty *filters* are "no filter"
         value = int(raw)
     except ValueError:
         raise ValidationError(name, f"must be an integer {lo}-{hi}, got {raw[:40]!r}") from None

@@ -113,6 +113,7 @@ async def test_release_query_form_names_the_files_field(svc: Service) -> None:
 
 async def test_every_422_has_details_errors(svc: Service) -> None:
     probes = [("GET", "/tasks?limit=abc", None), ("GET", "/tasks?status=nah", None),
+              ("GET", "/tasks?limit=", None),
               ("GET", "/employees/-bad", None), ("POST", "/files/lock",
                                                 {"name": "x", "files": ["../../etc"]}),
               ("GET", "/files?employee=a/b", None)]
