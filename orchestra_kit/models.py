@@ -7,7 +7,10 @@ HTTP layer, the CLI and the store report bad input the same way.
 from __future__ import annotations
 
 import enum
+import functools
+import os
 import re
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -33,6 +36,7 @@ __all__ = [
     "validate_description",
     "validate_employee_name",
     "validate_files",
+    "validate_model",
     "validate_priority",
     "validate_role",
     "validate_smartness",
@@ -41,8 +45,10 @@ __all__ = [
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 _CONTROL_RE = re.compile(r"[\x00-\x1f]")
+_MODEL_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_DESCRIPTION_CHARS = 10_000
 MAX_ROLE_CHARS = 50
+MAX_MODEL_CHARS = 200
 MAX_FILES_PER_CALL = 100
 MAX_PATH_CHARS = 1024
 
@@ -184,12 +190,31 @@ def validate_description(value: Any, field_name: str = "description") -> str:
     return value
 
 
-def normalise_path(root: Path, path: Any, field_name: str = "path") -> str:
+def validate_model(value: Any, field_name: str = "model") -> str | None:
+    """A model name or None: 1-200 characters, no control characters (it reaches argv,
+    environment variables and HTTP bodies, where a NUL fails late and obscurely)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(field_name, f"must be null or a string, got {type(value).__name__}")
+    if not value.strip() or len(value) > MAX_MODEL_CHARS:
+        raise ValidationError(field_name, f"must be null or a non-empty string of at most"
+                              f" {MAX_MODEL_CHARS} characters, got {len(value)}", value=value)
+    if _MODEL_CONTROL_RE.search(value):
+        raise ValidationError(field_name, "must not contain control characters (NUL, newline,"
+                              " ...)", value=value)
+    return value
+
+
+def normalise_path(root: Path, path: Any, field_name: str = "path", *,
+                   links: dict[str, str | None] | None = None) -> str:
     """``path`` relative to the project ``root`` as a POSIX string; escapes are refused.
 
     Relative paths are taken from the root; absolute paths must lie inside it. ``..``
     that climbs out of the root, NUL bytes and empty paths raise ValidationError.
-    The check is lexical (no filesystem access), so it is cheap and cannot be raced.
+    After the lexical check, links among the existing parts are resolved against the
+    real root: two spellings of one file give one path, a link out of the root is
+    refused, parts not there yet stay as written. ``links`` caches the lookups.
     """
     if not isinstance(path, str):
         raise ValidationError(field_name, f"must be a string, got {type(path).__name__}")
@@ -221,7 +246,53 @@ def normalise_path(root: Path, path: Any, field_name: str = "path") -> str:
         ) from None
     if str(rel) in ("", "."):
         raise ValidationError(field_name, f"{path!r} is the project root itself, not a file")
-    return str(rel)
+    return _resolve_links(_real_root(str(root_posix)), str(rel), path, field_name,
+                          {} if links is None else links)
+
+
+@functools.lru_cache(maxsize=64)
+def _real_root(root: str) -> str:
+    return os.path.realpath(root)
+
+
+def _resolve_links(real_root: str, rel: str, path: str, field_name: str,
+                   links: dict[str, str | None]) -> str:
+    """``rel`` (lexically clean, inside the root) with its links resolved; relative."""
+    parts = rel.split("/")
+    current = real_root
+    for i, part in enumerate(parts):
+        candidate = f"{current}/{part}" if current != "/" else f"/{part}"
+        if candidate in links:
+            found = links[candidate]
+        else:
+            found = links[candidate] = _look_up(candidate, path, field_name)
+        if found is None:  # missing: nothing below it can be a link
+            current = "/".join([candidate, *parts[i + 1:]])
+            break
+        current = found
+        if not _inside(current, real_root):
+            raise ValidationError(field_name, f"{path!r} leads through a link to {current},"
+                                  f" outside the project root {real_root}", value=path)
+    if current == real_root:
+        raise ValidationError(field_name, f"{path!r} is the project root itself, not a file")
+    return current[len(real_root):].lstrip("/")
+
+
+def _look_up(candidate: str, path: str, field_name: str) -> str | None:
+    """``candidate`` itself, its target if it is a link, or None if it does not exist."""
+    try:
+        if not stat.S_ISLNK(os.lstat(candidate).st_mode):
+            return candidate
+        return os.path.realpath(candidate)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:  # ENAMETOOLONG, EACCES, ELOOP, ...
+        raise ValidationError(field_name, f"{path!r} cannot be checked: {e.strerror}",
+                              value=path) from None
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root if root.endswith("/") else root + "/")
 
 
 def validate_files(root: Path, files: Any, field_name: str = "files") -> list[str]:
@@ -233,8 +304,9 @@ def validate_files(root: Path, files: Any, field_name: str = "files") -> list[st
             field_name, f"must hold at most {MAX_FILES_PER_CALL} paths, got {len(files)}"
         )
     out: list[str] = []
+    links: dict[str, str | None] = {}
     for i, f in enumerate(files):
-        norm = normalise_path(root, f, f"{field_name}[{i}]")
+        norm = normalise_path(root, f, f"{field_name}[{i}]", links=links)
         if norm not in out:
             out.append(norm)
     return out

@@ -1,11 +1,16 @@
 """The real ``opencode`` CLI as an agent backend.
 
-Each task runs ``opencode run --pure --format json --model local/<model> PROMPT`` as an
-argv list (never a shell) in its own process group, with the employee's workspace as
-its working folder. The provider is passed in ``OPENCODE_CONFIG_CONTENT`` (an
-OpenAI-compatible "local" provider at ``agents.base_url``), the offline switches are
-set, and each employee gets its own XDG folders under ``state_dir/<employee>`` so runs
-never share opencode's state. Output lines are parsed as they arrive
+Each task runs ``opencode run --pure --format json --model local/<model>`` as an argv
+list (never a shell) in its own process group, with the employee's workspace as its
+working folder. The prompt goes in on stdin (opencode reads it when no message is
+given), so the task text never shows in ``ps``. The provider is passed in
+``OPENCODE_CONFIG_CONTENT`` (an OpenAI-compatible "local" provider at
+``agents.base_url``); a provider key is not put there but in a file only we can read
+(``state_dir/provider-key``), which the config names (``{file:...}``). The offline
+switches are set, and each employee gets its own XDG folders under
+``state_dir/<employee>`` so runs never share opencode's state. Each run is recorded
+under ``state_dir/runs`` (:mod:`.leftovers`) so that a server restarted after a crash
+ends the runs its predecessor left behind before it requeues their tasks. Output lines are parsed as they arrive
 (:mod:`.opencode_events`). On timeout or cancellation the whole process group gets
 SIGTERM, then SIGKILL after 2 s, and is reaped before the error propagates; so are the
 tool commands opencode starts in sessions of their own (found through /proc).
@@ -26,6 +31,7 @@ from typing import Any
 from ..config import AgentSettings
 from ..errors import AgentError, AgentTimeoutError, AgentUnavailableError, ProviderError
 from .base import Acquire, AgentEvent, AgentRequest, AgentResult, Emit
+from .leftovers import MARKER_ENV, RunRecords
 from .opencode_events import PROVIDER_ERROR_MARKERS, OpencodeEventParser
 
 __all__ = ["OPENCODE_VERSION", "OpencodeBackend", "build_prompt", "find_opencode"]
@@ -95,6 +101,8 @@ class OpencodeBackend:
                 "The opencode backend needs agents.base_url (an OpenAI-compatible URL such "
                 "as http://127.0.0.1:8000/v1); it is empty")
         self.running: dict[int, int] = {}  # task_id -> process (group) id, while running
+        self.records = RunRecords(self.state_dir / "runs")
+        self.key_file = self.state_dir / "provider-key"
 
     def config_content(self, model: str) -> dict[str, Any]:
         """The ``OPENCODE_CONFIG_CONTENT`` document: one local provider, offline."""
@@ -105,7 +113,8 @@ class OpencodeBackend:
             "provider": {"local": {
                 "npm": "@ai-sdk/openai-compatible",
                 "name": "Local",
-                "options": {"baseURL": s.base_url, "apiKey": s.api_key or "sk-local"},
+                "options": {"baseURL": s.base_url,
+                            "apiKey": f"{{file:{self.key_file}}}" if s.api_key else "sk-local"},
                 "models": {n: {"name": n} for n in names},
             }},
             "model": f"local/{_local_model(model)}",
@@ -132,12 +141,14 @@ class OpencodeBackend:
     def argv(self, request: AgentRequest) -> list[str]:
         """The command line (an argv list, never a shell string)."""
         return [str(self.binary), "run", "--pure", "--format", "json",
-                "--model", f"local/{_local_model(request.model)}", build_prompt(request)]
+                "--model", f"local/{_local_model(request.model)}"]
 
     async def run(self, request: AgentRequest, emit: Emit) -> AgentResult:
         """Run opencode for one task; AgentError / ProviderError / AgentTimeoutError on failure."""
         home = self.state_dir / request.employee
         await asyncio.to_thread(_make_dirs, request.workspace, home)
+        if self.settings.api_key:
+            await asyncio.to_thread(_write_private, self.key_file, self.settings.api_key)
         if self._acquire is not None:
             await self._acquire()
         parser = OpencodeEventParser(workspace=request.workspace.resolve(),
@@ -156,15 +167,19 @@ class OpencodeBackend:
     async def _run_process(self, request: AgentRequest, home: Path,
                            parser: OpencodeEventParser, stderr_tail: deque[bytes],
                            emit: Emit) -> int:
+        token = await asyncio.to_thread(self.records.new, request.task_id)
         proc = await asyncio.create_subprocess_exec(
-            *self.argv(request), cwd=request.workspace, env=self.build_env(request, home),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            *self.argv(request), cwd=request.workspace,
+            env={**self.build_env(request, home), MARKER_ENV: token},
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, start_new_session=True, limit=_LINE_LIMIT)
         self.running[request.task_id] = proc.pid
         try:
+            await asyncio.to_thread(self.records.started, token, proc.pid)
             async with asyncio.timeout(request.timeout_s) as scope:
                 async with asyncio.TaskGroup() as tg:
-                    assert proc.stdout is not None and proc.stderr is not None
+                    assert proc.stdin and proc.stdout is not None and proc.stderr is not None
+                    tg.create_task(_send_prompt(proc.stdin, build_prompt(request)))
                     tg.create_task(_read_events(proc.stdout, parser, emit))
                     tg.create_task(_read_tail(proc.stderr, stderr_tail))
                     rc = await proc.wait()
@@ -182,6 +197,11 @@ class OpencodeBackend:
             raise
         finally:
             self.running.pop(request.task_id, None)
+            self.records.forget(token)  # one unlink; no await, so no cancel can skip it
+
+    async def end_leftovers(self) -> list[int]:
+        """End agent processes a crashed predecessor left running; the pids signalled."""
+        return await self.records.end_leftovers(_TERM_GRACE_S)
 
     async def aclose(self) -> None:
         """Nothing is held between runs (each run owns and reaps its process)."""
@@ -191,6 +211,27 @@ def _make_dirs(workspace: Path, home: Path) -> None:
     workspace.mkdir(parents=True, exist_ok=True)
     for kind in ("data", "config", "cache", "state"):
         (home / kind).mkdir(parents=True, exist_ok=True)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by its owner only (created with mode 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text)
+
+
+async def _send_prompt(stdin: asyncio.StreamWriter, prompt: str) -> None:
+    """Give opencode its prompt on stdin, then EOF (a process that died early is the
+    exit code's business, not this writer's)."""
+    try:
+        stdin.write(prompt.encode("utf-8"))
+        await stdin.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        stdin.close()
 
 
 async def _read_events(stream: asyncio.StreamReader, parser: OpencodeEventParser,

@@ -28,7 +28,8 @@ def _cache_key() -> dict[str, Any]:
             "orchestra_kit": env["packages"].get("orchestra_kit")}
 
 
-async def cached_capacity(results_root: Path, *, refresh: bool = False) -> dict[str, Any]:
+async def cached_capacity(results_root: Path, *, refresh: bool = False,
+                          measure: bool = True) -> dict[str, Any] | None:
     """The generator's calibrated open-loop capacity on this machine, measured once.
 
     Read from ``results_root/.calibration/generator.json`` when it was measured on this
@@ -36,6 +37,7 @@ async def cached_capacity(results_root: Path, *, refresh: bool = False) -> dict[
     calibration (:func:`orchestra_kit.lab.genbench.measure_generator` with
     ``quick=True``, a few seconds) is run and cached. Delete the file (or pass
     ``refresh``) to measure again; ``orchestra bench generator`` refreshes it too.
+    With ``measure=False`` only a cached result is returned (None when there is none).
     """
     import asyncio
     import json
@@ -46,6 +48,8 @@ async def cached_capacity(results_root: Path, *, refresh: bool = False) -> dict[
         cached = json.loads(await asyncio.to_thread(path.read_text))
         if cached.get("key") == key:
             return dict(cached)
+    if not measure:
+        return None
     from orchestra_kit.lab.genbench import measure_generator
 
     result = await measure_generator(quick=True)

@@ -73,6 +73,9 @@ def run_main(argv: list[str]) -> int:
     parser.add_argument("--results", default="results", help="results root (default: results/)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--no-charts", action="store_true", help="skip the charts")
+    parser.add_argument("--no-calibration", action="store_true",
+                        help="do not measure the generator's capacity when no calibration "
+                             "is cached (the manifest then records none)")
     args = parser.parse_args(argv)
     from .spec import load_spec
     from .sweep import run_experiment
@@ -86,8 +89,10 @@ def run_main(argv: list[str]) -> int:
                  "url": spec.target.url}[spec.target.kind]
         print(f"orchestra run: {spec.name}: {len(spec.points())} point(s) × {spec.repeats} "
               f"repeat(s), {spec.load.duration_s:g} s each, against {where}", flush=True)
-        run_dir = asyncio.run(run_experiment(spec, results_root=args.results,
-                                             progress=not args.no_progress))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            run_dir = runner.run(run_experiment(spec, results_root=args.results,
+                                                progress=not args.no_progress,
+                                                calibration=not args.no_calibration))
         _print_report(run_dir, charts=not args.no_charts)
     except OrchestraError as e:
         print(f"orchestra run: {e}", file=sys.stderr)
@@ -95,6 +100,13 @@ def run_main(argv: list[str]) -> int:
     _print_failed_points(run_dir)
     print(f"\nresults: {run_dir}")
     return 0
+
+
+def _loop_factory() -> Any:
+    """uvloop for the CLI's generator when installed (a terminal is not a Jupyter kernel)."""
+    from .workers import _loop_factory as factory
+
+    return factory()[0]
 
 
 def _print_failed_points(run_dir: Path) -> None:

@@ -1,9 +1,9 @@
 """``orchestra bench generator``: how fast can the lab's own generator go?
 
 A null server (:mod:`orchestra_kit.lab.nullserver`) runs in its own process; the
-lab's generator (the same code as an experiment: :func:`~orchestra_kit.lab.loadgen.run_slice`
-in this process for 1 worker, :func:`~orchestra_kit.lab.workers.run_workers` for
-more, the raw HTTP client, ``GET /health``) drives it open-loop at rising rates. A
+lab's generator workers (the same code as an experiment with ``[generator] processes``:
+:func:`~orchestra_kit.lab.workers.run_workers`, uvloop when installed, the raw HTTP
+client, ``GET /health``) drive it open-loop at rising rates. A
 rate is *sustained* when the schedule lag p99 is at most ``max_lag_p99_ms`` (5 ms),
 nothing was dropped, every request succeeded and the achieved throughput is at least
 99 % of the offered rate. The capacity is the highest sustained rate found by
@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from ..childproc import terminate
-from .loadgen import OpenLoop, full_slice, run_slice
+from .loadgen import OpenLoop
 from .results import summarise_point
 from .spec import WorkloadSpec
-from .workers import WorkerSlice, lab_client, run_workers, split
+from .workers import WorkerSlice, run_workers, split
 from .workloads import make_workload
 
 __all__ = ["cli_main", "measure_generator", "null_server"]
@@ -55,26 +55,22 @@ async def null_server() -> AsyncIterator[str]:
 async def _measure(url: str, rate: float, processes: int, duration_s: float) -> dict[str, Any]:
     model = OpenLoop(rate_rps=rate, arrival="poisson", max_inflight=10_000)
     workload = make_workload(WorkloadSpec(kind="health"), 0)
-    if processes == 1:
-        async with lab_client(url, connections=10_000, kind="raw") as client:
-            op = workload.operation(client)
-            for _ in range(20):  # open a few connections before the clock starts
-                await op(0)
-            run = await run_slice(op, model, full_slice(model, duration_s, None, 0),
-                                  duration_s=duration_s, grace_s=2.0)
-    else:
-        parts = split(model, duration_s, None, 0, processes)
-        slices = [WorkerSlice(url=url, workload=workload, model=model, part=p, client="raw",
-                              duration_s=duration_s, connections=10_000, grace_s=2.0)
-                  for p in parts]
-        run = await run_workers(slices, model=model, duration_s=duration_s)
+    # Every count, 1 included, runs in worker processes: the generator in its own
+    # process(es), as the null server is in its own.
+    parts = split(model, duration_s, None, 0, processes)
+    slices = [WorkerSlice(url=url, workload=workload, model=model, part=p, client="raw",
+                          duration_s=duration_s, connections=10_000, grace_s=2.0)
+              for p in parts]
+    run = await run_workers(slices, model=model, duration_s=duration_s)
     row = summarise_point(run)
-    # Achieved vs the schedule actually drawn (a Poisson draw may hold fewer than rate × D).
-    achieved = row["n_ok"] / max(duration_s, 1e-9)
+    # Achieved: ok requests over the real span (start to the last reply), against the
+    # schedule actually drawn (a Poisson draw may hold fewer than rate × duration).
+    achieved = row["throughput_rps"]
     offered = row["offered_rps"]
     point = {"rate_rps": rate, "processes": processes, "achieved_rps": round(achieved, 1),
              "lag_p99_ms": row["lag_p99_ms"], "loop_lag_p99_ms": row["gen_loop_lag_p99_ms"],
              "cpu_pct": row["gen_cpu_pct"], "dropped": row["dropped"],
+             "loop": run.generator.get("loop", "asyncio"),
              "success_rate": row["success_rate"], "service_p99_ms": row["service_p99_ms"]}
     point["sustained"] = bool(point["lag_p99_ms"] <= 5.0 and row["dropped"] == 0
                               and row["success_rate"] >= 0.999 and achieved >= 0.99 * offered)

@@ -31,7 +31,7 @@ from .calibrate import cached_capacity
 from .loadgen import LoadRun, run_load
 from .results import RunWriter, summarise_point
 from .spec import ExperimentSpec, SweepPoint, to_document
-from .target import open_target, service_settings
+from .target import Target, open_target, service_settings
 from .workers import WorkerSlice, lab_client, run_workers, split
 from .workloads import Workload, make_workload
 
@@ -119,29 +119,30 @@ def _bar(job: _PointJob, total: int) -> Any:
 
 
 async def _run_point(job: _PointJob) -> tuple[LoadRun, dict[str, Any]]:
-    target_kind = job.spec.target.kind
+    opened: list[Target] = []
     workload = make_workload(job.point.workload, job.seed)
     try:  # the workload's environment (e.g. a fake Slack) wraps the target it configures
         async with (workload.environment() as extra,
-                    open_target(target_kind, url=job.spec.target.url,
+                    open_target(job.spec.target.kind, url=job.spec.target.url,
                                 overrides={**job.point.settings_overrides, **extra},
                                 log_path=job.log_path,
                                 start_timeout_s=job.spec.target.start_timeout_s) as target):
+            opened.append(target)
             run = await _generate(job, target.url, workload)
     except (OrchestraError, OSError, aiohttp.ClientError, TimeoutError) as exc:
         log.warning("point %s repeat %s failed: %s", job.point.index, job.repeat, exc)
         run = LoadRun(records=[], started_wall=0.0, duration_s=0.0, dropped=0,
                       model=job.point.load.to_model(), label=job.label,
                       extra={"error": f"{type(exc).__name__}: {exc}"})
-        target = None
-    if target is not None:
+    if opened:  # facts of the service (exit status, CPU, RSS) even when the load failed
+        target = opened[0]
         run.extra["target"] = target.facts
         run.extra["ceiling_rps"] = settings_ceiling_rps(target.settings,
                                                         job.point.workload.kind)
         if target.settings is not None:
             run.extra["settings"] = target.settings.flat()
     else:
-        run.extra["target"] = {"kind": target_kind}
+        run.extra["target"] = {"kind": job.spec.target.kind}
     return run, summarise_point(run, slo=job.spec.slo, params=_params(job.point))
 
 
@@ -169,13 +170,14 @@ async def run_experiment(
 ) -> Path:
     """Run every point × repeat of ``spec``; returns the run directory.
 
-    ``calibration``: record the generator's calibrated capacity in the manifest
-    (measured once per machine and cached under ``results_root``; see
-    :func:`orchestra_kit.lab.calibrate.cached_capacity`).
+    ``calibration``: measure the generator's capacity when no calibration is cached
+    under ``results_root`` (once per machine; see
+    :func:`orchestra_kit.lab.calibrate.cached_capacity`); a cached one is always
+    recorded in the manifest.
     """
     points = spec.points()
     total = len(points) * spec.repeats
-    capacity = await cached_capacity(Path(results_root)) if calibration else None
+    capacity = await cached_capacity(Path(results_root), measure=calibration)
     manifest = {"spec": to_document(spec), "source": spec.source,
                 "settings": Settings().with_overrides(spec.target.settings).to_dict(),
                 "seed": spec.seed, "points": total, "target_kind": spec.target.kind,

@@ -132,7 +132,7 @@ class TuningPanel:
             workload["mix"] = dict(_DEFAULT_MIX)
         doc = {
             "name": self.name, "seed": self.seed, "repeats": 1, "x": key,
-            "target": {"kind": "inprocess", "settings": self.overrides()},
+            "target": {"kind": "process", "settings": self.overrides()},
             "workload": workload,
             "load": {"model": model, "duration_s": float(self.duration_s.value)},
             "sweep": {key: _parse_levels(str(self.levels.value), model)},

@@ -86,9 +86,13 @@ class Scheduler(TaskExecution):
         await self.aclose()
 
     async def start(self) -> None:
-        """Recover tasks a crash left running, load the queue, start dispatching."""
+        """End agents a crashed predecessor left running, recover the tasks it left
+        running, load the queue, start dispatching."""
         if self._state != "new":
             raise RuntimeError(f"Scheduler.start() called twice (state {self._state})")
+        end_leftovers = getattr(self._backend, "end_leftovers", None)
+        if end_leftovers is not None:  # before the requeue: never two agents on one task
+            await end_leftovers()
         await self._store.recover(max_attempts=self._settings.max_attempts)
         for task in await self._store.queued_tasks():
             self._live[task.id] = task
@@ -232,27 +236,41 @@ class Scheduler(TaskExecution):
     # ------------------------------------------------------------------ cancelling
 
     async def cancel(self, task_id: int) -> Task:
-        """Cancel a queued or running task (a terminal task is returned unchanged)."""
+        """Cancel a queued or running task (a terminal task is returned unchanged).
+
+        A task still taking its leases (or waiting to retry them) is cancelled in the
+        store at once; its run then sees ``cancel_reason`` and neither retries nor starts,
+        and a pending retry finds it gone from the live tasks."""
+        reason = "cancelled by request"
         run = self._runs.get(task_id)
-        if run is not None:
-            return await self._cancel_running(run, "cancelled by request")
+        if run is not None and run.agent is not None:
+            return await self._cancel_running(run, reason)
         try:
             task: Task = await self._store.transition(
-                task_id, TaskStatus.CANCELLED, expect=TaskStatus.QUEUED, error="cancelled by request"
+                task_id, TaskStatus.CANCELLED, expect=TaskStatus.QUEUED, error=reason
             )
         except ConflictError:
-            run = self._runs.get(task_id)
-            if run is not None:  # it started meanwhile
-                return await self._cancel_running(run, "cancelled by request")
             current: Task = await self._store.get_task(task_id)
             if current.terminal:
+                self._stop_local(task_id, reason)
                 return current
+            run = self._runs.get(task_id)
+            if run is not None:  # it started meanwhile
+                return await self._cancel_running(run, reason)
             raise
-        self._queue.remove(task_id)
-        self._live.pop(task_id, None)
+        self._stop_local(task_id, reason)
         self._counts["cancelled"] += 1
         self._hub.publish(TaskEvent.status_of(task))
         return task
+
+    def _stop_local(self, task_id: int, reason: str) -> None:
+        """Forget a task the store cancelled: no queue entry, no live state (so a pending
+        retry does nothing), and a run still taking its leases must not go on."""
+        self._queue.remove(task_id)
+        self._live.pop(task_id, None)
+        run = self._runs.get(task_id)
+        if run is not None:
+            run.cancel_reason = reason
 
     async def _cancel_running(self, run: _Run, reason: str) -> Task:
         run.cancel_reason = reason
@@ -262,25 +280,27 @@ class Scheduler(TaskExecution):
 
     async def cancel_employee(self, name: str) -> list[int]:
         """Cancel every queued and running task of an employee; the ids cancelled."""
-        ids = [t.id for t in await self._store.list_tasks(employee=name, status="queued")]
-        ids += [tid for tid, run in self._runs.items() if run.task.employee == name]
         done: list[int] = []
-        for tid in ids:
-            task = await self.cancel(tid)
-            if task.status == TaskStatus.CANCELLED:
-                done.append(tid)
-        return done
+        seen: set[int] = set()
+        while True:  # page by page: each page's tasks leave the 'queued' filter as they go
+            page = [t.id for t in await self._store.list_tasks(employee=name, status="queued")
+                    if t.id not in seen]
+            page += [tid for tid, run in self._runs.items()
+                     if run.task.employee == name and tid not in seen]
+            if not page:
+                return done
+            for tid in dict.fromkeys(page):  # a task may have started since the list
+                seen.add(tid)
+                if (await self.cancel(tid)).status == TaskStatus.CANCELLED:
+                    done.append(tid)
 
     def fired(self, report: Any) -> None:
         """The store cancelled these tasks while firing an employee: stop their runs."""
         for tid in getattr(report, "cancelled_task_ids", ()):
-            if self._queue.remove(tid):
-                self._live.pop(tid, None)
+            self._stop_local(tid, "employee fired")
             run = self._runs.get(tid)
-            if run is not None:
-                run.cancel_reason = "employee fired"
-                if run.agent is not None:
-                    run.agent.cancel()
+            if run is not None and run.agent is not None:
+                run.agent.cancel()
 
     # ------------------------------------------------------------------ dispatching
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 from ..models import Task
 from ..progress import CHECKBOXES, FileProgress, ProgressDoc, render
+from .progressfiles import write_progress_file
 
 __all__ = ["EventHub", "ProgressWriter", "TaskEvent"]
 
@@ -80,7 +80,8 @@ class EventHub:
 
 
 class ProgressWriter:
-    """Writes ``<workspace>/<employee>/current_task.md`` off the event loop."""
+    """Writes ``<workspace>/<employee>/current_task.md`` off the event loop, never through
+    a link an agent planted, and never failing the task (:mod:`.progressfiles`)."""
 
     def __init__(self, root: Path, *, enabled: bool) -> None:
         self._root = root
@@ -99,7 +100,7 @@ class ProgressWriter:
             checks=(True, bool(task.files), True, False, False),
             current_work=f"Task {task.id}, attempt {task.attempts}",
         )
-        await self._write(task.employee, "current_task.md", render(doc))
+        await self._write(task, "current_task.md", render(doc))
 
     async def finish(self, task: Task, files_touched: list[str]) -> None:
         """Mark the task's files done and archive the file under completed_tasks/."""
@@ -115,19 +116,9 @@ class ProgressWriter:
             notes=task.error or task.result or "",
         )
         stamp = time.strftime("%Y%m%d_%H%M%S", time.gmtime())
-        await self._write(task.employee, f"completed_tasks/task_{task.id}_{stamp}.md", render(doc),
+        await self._write(task, f"completed_tasks/task_{task.id}_{stamp}.md", render(doc),
                           remove="current_task.md")
 
-    async def _write(self, employee: str, name: str, text: str, remove: str | None = None) -> None:
+    async def _write(self, task: Task, name: str, text: str, remove: str | None = None) -> None:
         if self._enabled:
-            await asyncio.to_thread(self._write_sync, self.workspace(employee), name, text, remove)
-
-    @staticmethod
-    def _write_sync(folder: Path, name: str, text: str, remove: str | None) -> None:
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        if remove is not None:
-            with contextlib.suppress(FileNotFoundError):
-                (folder / remove).unlink()
-
+            await write_progress_file(self._root, task, name, text, remove)

@@ -113,6 +113,14 @@ class TaskExecution:
         if all(status in ("locked", "already_locked") for status in result.values()):
             return True
         await self._store.release_task_leases(task.id)
+        # Retry only a task the store still holds queued and nobody cancelled meanwhile:
+        # a cancel landing during this attempt must end it, not be lost in the retry.
+        current: Task = await self._store.get_task(task.id)
+        run = self._runs.get(task.id)
+        if current.status != TaskStatus.QUEUED or (run is not None and run.cancel_reason):
+            if current.terminal:
+                await self._forget(task.id)
+            return False
         held = {p: s for p, s in result.items() if s.startswith("locked_by")}
         self._hub.publish(TaskEvent(task.id, "status", str(task.status), 0, {"blocked": held}))
         self._retry_later(task, self._settings.retry_backoff_s or 0.5)
@@ -180,7 +188,9 @@ class TaskExecution:
 
         def fire() -> None:
             self._timers.discard(handle)
-            if self._state == "running":
+            # Cancelled meanwhile: cancel() dropped it from the live tasks. Enqueueing the
+            # stale copy would start its agent (it starts before the move to running).
+            if self._state == "running" and task.id in self._live:
                 self._enqueue(task)
 
         handle = loop.call_later(delay_s, fire)

@@ -3,7 +3,9 @@ and at most one running task per employee.
 
 Tasks of an employee who is busy wait in that employee's own heap; when the employee
 frees up, its best waiting task returns to the global heap. So ``pop()`` always gives
-the highest-priority, oldest task whose employee is free. Removal (cancel) is lazy.
+the highest-priority, oldest task whose employee is free. Removal (cancel) is lazy;
+when ``pop()`` drops a removed entry of a free employee, that employee's next waiting
+task takes its place, so a cancel never strands the tasks parked behind it.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ class ReadyQueue:
             entry = heapq.heappop(self._ready)
             if entry.task_id in self._removed:
                 self._removed.discard(entry.task_id)
+                if entry.employee not in self._busy:
+                    self._promote(entry.employee)
                 continue
             if entry.employee in self._busy:
                 heapq.heappush(self._waiting.setdefault(entry.employee, []), entry)
@@ -81,6 +85,10 @@ class ReadyQueue:
     def release(self, employee: str) -> None:
         """The employee's running task ended: its best waiting task becomes runnable."""
         self._busy.discard(employee)
+        self._promote(employee)
+
+    def _promote(self, employee: str) -> None:
+        """Move the employee's best waiting (not removed) task to the ready heap."""
         waiting = self._waiting.get(employee)
         while waiting:
             entry = heapq.heappop(waiting)

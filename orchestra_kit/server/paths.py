@@ -3,7 +3,8 @@
 A maximal ``POST /tasks/batch`` holds 1,000 tasks x 100 paths. Checking each path from
 scratch resolved the root once per path and deduplicated each list in O(n^2); here the
 root is resolved once per request, each distinct path string is normalised once (the
-same file named by many tasks costs one check), and duplicates are dropped with a set.
+same file named by many tasks costs one check), each directory's links are looked up
+once (``normalise_path``'s ``links`` cache), and duplicates are dropped with a set.
 The rules are :func:`orchestra_kit.models.normalise_path`'s, unchanged.
 """
 
@@ -31,6 +32,7 @@ class FilesValidator:
     def __init__(self, root: Path) -> None:
         self.root: Path = _ResolvedRoot(Path(root).resolve())
         self._memo: dict[str, str] = {}
+        self._links: dict[str, str | None] = {}  # each directory's link lookup, once
 
     def __call__(self, files: Any, field: str = "files") -> list[str]:
         """The normalised, de-duplicated list (first occurrence order); ValidationError
@@ -46,7 +48,7 @@ class FilesValidator:
         for i, raw in enumerate(files):
             norm = memo.get(raw) if isinstance(raw, str) else None
             if norm is None:
-                norm = normalise_path(self.root, raw, f"{field}[{i}]")
+                norm = normalise_path(self.root, raw, f"{field}[{i}]", links=self._links)
                 memo[raw] = norm
             if norm not in seen:
                 seen.add(norm)

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from ..config import DatabaseSettings, OptimizationFlags
 from ..errors import StoreClosedError, StoreError
 from .cache import MISS, GenerationCache
+from .instancelock import InstanceLock
 from .readers import ReaderPool
 from .schema import apply_migrations, connect_writer, is_memory, set_journal_mode
 from .writer import GroupCommitWriter, MergeFn, WriteFn, WriteOp
@@ -53,6 +54,7 @@ class StoreBase:
         )
         self._writer: GroupCommitWriter | None = None
         self._readers: ReaderPool | None = None
+        self._lock = None if self._memory else InstanceLock(settings.path)
         self._state = "new"  # new -> open -> closed
         self._write_latency_s: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
         self._reads = 0
@@ -65,6 +67,12 @@ class StoreBase:
         if self._state != "new":
             raise StoreError(f"Store.start() called on a {self._state} store")
         self._state = "starting"
+        if self._lock is not None:
+            try:
+                self._lock.acquire()
+            except BaseException:
+                self._state = "closed"
+                raise
         loop = asyncio.get_running_loop()
         settings, flags = self.settings, self.flags
         batching = flags.enable_batch_operations
@@ -82,6 +90,7 @@ class StoreBase:
         except BaseException:
             self._state = "closed"
             await self._writer.aclose()
+            self._release_lock()
             raise
         if not self._memory:
             self._readers = ReaderPool(settings, flags)
@@ -102,6 +111,11 @@ class StoreBase:
             await self._readers.aclose()
         if self._writer is not None:
             await self._writer.aclose()
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
 
     async def __aenter__(self) -> Any:
         await self.start()

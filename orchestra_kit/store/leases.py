@@ -36,9 +36,8 @@ _INSERT_LEASE = (
 def _lock(conn: sqlite3.Connection, employee: str, paths: list[str], description: str,
           task_id: int | None, now: float, expires_at: float) -> dict[str, str]:
     require_employee(conn, employee)
-    if task_id is not None and conn.execute(
-            "SELECT 1 FROM tasks WHERE id = ?", (task_id,)).fetchone() is None:
-        raise NotFoundError(f"Task {task_id} does not exist", details={"task_id": task_id})
+    if task_id is not None:
+        _require_own_task(conn, employee, task_id)
     release_expired(conn, now, paths)
     out: dict[str, str] = {}
     for path in paths:
@@ -56,6 +55,17 @@ def _lock(conn: sqlite3.Connection, employee: str, paths: list[str], description
         else:
             out[path] = f"locked_by:{owner}"
     return out
+
+
+def _require_own_task(conn: sqlite3.Connection, employee: str, task_id: int) -> None:
+    """A lease tagged with a task ends with that task: only its own employee may tag one."""
+    row = conn.execute("SELECT employee FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    if row is None:
+        raise NotFoundError(f"Task {task_id} does not exist", details={"task_id": task_id})
+    if row[0] != employee:
+        raise ValidationError("task_id", f"task {task_id} belongs to {row[0]!r}, not"
+                              f" {employee!r}: a lease may only be tied to the employee's own"
+                              " task", value=task_id)
 
 
 def _release(conn: sqlite3.Connection, where: str, params: Sequence[Any], now: float) -> list[str]:

@@ -17,6 +17,7 @@ from ..models import (
     validate_description,
     validate_employee_name,
     validate_files,
+    validate_model,
     validate_priority,
 )
 from .base import TABLES, StoreBase
@@ -105,15 +106,6 @@ def _recover(conn: sqlite3.Connection, max_attempts: int, now: float) -> Recover
     )
 
 
-def _optional_text(value: Any, field: str, max_chars: int) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip() or len(value) > max_chars:
-        raise ValidationError(field, f"must be null or a non-empty string of at most"
-                              f" {max_chars} characters, got {value!r}"[:200], value=value)
-    return value
-
-
 def _status(value: Any, field: str) -> TaskStatus:
     try:
         return TaskStatus(value)
@@ -139,7 +131,7 @@ class TaskAPI(StoreBase):
             employee=validate_employee_name(item.get("employee"), f"{prefix}employee"),
             description=validate_description(item.get("description"), f"{prefix}description"),
             priority=validate_priority(item.get("priority", 5), f"{prefix}priority"),
-            model=_optional_text(item.get("model"), f"{prefix}model", 200),
+            model=validate_model(item.get("model"), f"{prefix}model"),
             mode=task_mode,
             files=tuple(validate_files(self.project_root, list(files) if isinstance(
                 files, list | tuple) else files, f"{prefix}files")),

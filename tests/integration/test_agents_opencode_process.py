@@ -1,6 +1,6 @@
 """OpencodeBackend's process handling, with a stand-in script for the CLI (fast, no node).
 
-The stand-in reads its mode from the prompt (``MODE:...``), prints opencode-style JSON
+The stand-in reads its mode from the prompt on stdin (``MODE:...``), prints opencode-style JSON
 lines, and for the slow modes starts a grandchild ``sleep`` so we can check that the
 whole process group dies on cancel and timeout.
 """
@@ -22,7 +22,7 @@ from orchestra_kit.errors import AgentError, AgentTimeoutError, ProviderError
 
 STAND_IN = """\
 import json, os, subprocess, sys, time
-prompt = sys.argv[-1]
+prompt = sys.stdin.read()  # the backend writes the prompt to stdin (never argv)
 mode = prompt.split("MODE:")[1].split()[0]
 def out(obj): print(json.dumps(obj), flush=True)
 with open("argv.json", "w") as f:

@@ -27,9 +27,13 @@ def fake_run(root: Path, name: str, p99_by_repeat: list[float]) -> Path:
 
 @pytest.mark.timeout(120)
 def test_run_then_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestra_kit.lab.calibrate import CACHE_NAME, _cache_key, store_capacity
+
+    store_capacity(tmp_path / CACHE_NAME, {"open_loop_capacity_rps": 1234.0, "processes": 2,
+                                           "key": _cache_key()})
     code = main(["run", str(EXPERIMENTS / "lease_contention.toml"), "--results", str(tmp_path),
                  "--set", "load.duration_s=0.4", "--set", "sweep.load.users=[1,4]",
-                 "--no-progress", "--no-charts"])
+                 "--no-progress", "--no-charts", "--no-calibration"])
     out = capsys.readouterr().out
     assert code == 0
     run_dir = Path(out.strip().splitlines()[-1].removeprefix("results: "))
@@ -38,6 +42,11 @@ def test_run_then_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert (points["n"] > 0).all() and (points["success_rate"] == 1.0).all()
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["spec"]["name"] == "lease_contention"
+    assert manifest["target_kind"] == "process"
+    assert manifest["generator"]["calibration"]["open_loop_capacity_rps"] == 1234.0
+    assert sorted(p.name for p in (run_dir / "service").iterdir()) == [
+        "point000-repeat0.log", "point001-repeat0.log"]
+    assert (points["target_kind"] == "process").all() and (points["service_exit_code"] == 0).all()
     assert main(["report", str(run_dir), "--no-charts"]) == 0
     assert "lease_contention" in capsys.readouterr().out
 

@@ -76,7 +76,8 @@ def test_zero_success_point_completes_and_reports(tmp_path: Path, truth_url: str
                     '[load]\nmodel = "open"\nrate_rps = 50.0\nduration_s = 0.4\n')
     # read_mix's setup hires through /employees/batch, which the truth server lacks (404):
     # the point fails at setup; the run still completes, reports and exits 0.
-    code = main(["run", str(spec), "--results", str(tmp_path), "--no-progress"])
+    code = main(["run", str(spec), "--results", str(tmp_path), "--no-progress",
+                 "--no-calibration"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "1 point(s) failed" in captured.err and "point 0 repeat 0" in captured.err
@@ -94,7 +95,8 @@ def test_zero_success_requests_still_report(tmp_path: Path, truth_url: str,
                     '[workload]\nkind = "health"\n'
                     '[load]\nmodel = "closed"\nusers = 2\nduration_s = 0.3\n'
                     '[sweep]\n"load.users" = [1, 2]\n[slo]\np99_ms = 50.0\n')
-    code = main(["run", str(spec), "--results", str(tmp_path), "--no-progress"])
+    code = main(["run", str(spec), "--results", str(tmp_path), "--no-progress",
+                 "--no-calibration"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     run_dir = Path(captured.out.strip().splitlines()[-1].removeprefix("results: "))

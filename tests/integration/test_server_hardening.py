@@ -151,12 +151,12 @@ async def test_max_batch_checks_each_path_once_off_the_loop(
     loop_thread: list[bool] = []
     real = paths_mod.normalise_path
 
-    def counting(root: Path, path: Any, field: str = "path") -> str:
+    def counting(root: Path, path: Any, field: str = "path", **kw: Any) -> str:
         import threading
 
         calls.append(path)
         loop_thread.append(threading.current_thread() is threading.main_thread())
-        return real(root, path, field)
+        return real(root, path, field, **kw)
 
     monkeypatch.setattr(paths_mod, "normalise_path", counting)
     await call(svc, "POST", "/employees", json={"name": "bat", "role": "dev"})

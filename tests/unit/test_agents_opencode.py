@@ -119,9 +119,11 @@ def test_argv_env_and_prompt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     request = AgentRequest(task_id=3, employee="alice", description="Fix the bug",
                            model="fake-smart", files=("src/a.py",), workspace=tmp_path)
     argv = backend.argv(request)
-    assert argv[1:7] == ["run", "--pure", "--format", "json", "--model", "local/fake-smart"]
-    assert "alice" in argv[-1] and "Fix the bug" in argv[-1] and "src/a.py" in argv[-1]
-    assert "current folder" in argv[-1] and argv[-1] == build_prompt(request)
+    # The prompt goes in on stdin: nothing of the task shows in `ps`.
+    assert argv[1:] == ["run", "--pure", "--format", "json", "--model", "local/fake-smart"]
+    prompt = build_prompt(request)
+    assert "alice" in prompt and "Fix the bug" in prompt and "src/a.py" in prompt
+    assert "current folder" in prompt
     env = backend.build_env(request, tmp_path / "state" / "alice")
     assert "SECRET_TOKEN" not in env
     assert env["PWD"] == str(tmp_path.resolve())
@@ -150,3 +152,15 @@ def test_parses_the_saved_sample_file(tmp_path: Path) -> None:
     assert kinds.count("file") == 1 and "progress" in kinds and "tokens" in kinds
     assert parser.files_touched[0].endswith(".txt") and parser.tokens_out > 0
     assert parser.error is None and not parser.other_lines
+
+
+def test_provider_key_is_in_a_private_file_not_in_argv_or_environment(tmp_path: Path) -> None:
+    settings = AgentSettings(backend="opencode", base_url="http://127.0.0.1:1/v1",
+                             opencode_bin=str(_fake_bin(tmp_path)), api_key="sk-very-secret")
+    backend = OpencodeBackend(settings, state_dir=tmp_path / "state")
+    request = AgentRequest(task_id=3, employee="alice", description="x", model="m",
+                           workspace=tmp_path)
+    env = backend.build_env(request, tmp_path / "state" / "alice")
+    assert not any("sk-very-secret" in part for part in [*env.values(), *backend.argv(request)])
+    options = json.loads(env["OPENCODE_CONFIG_CONTENT"])["provider"]["local"]["options"]
+    assert options["apiKey"] == f"{{file:{tmp_path / 'state' / 'provider-key'}}}"

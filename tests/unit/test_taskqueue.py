@@ -75,3 +75,20 @@ def test_invariants_under_random_schedules(items: list[tuple[int, int]], seed: i
         else:
             break
     assert sorted(ran) == list(range(len(items)))
+
+
+def test_cancelled_released_entry_hands_over_to_its_sibling() -> None:
+    """Issue 12, High 2: a released entry removed before it is popped must not strand
+    the employee's other parked tasks."""
+    q = ReadyQueue()
+    for tid in (1, 2, 3):
+        q.push(QueueEntry.of(tid, 5, "a"))
+    first = q.pop()
+    assert first is not None and first.task_id == 1
+    assert q.pop() is None  # 2 and 3 are parked behind the busy employee
+    q.push(QueueEntry.of(4, 9, "b"))
+    q.release("a")  # 2 becomes runnable ...
+    assert q.remove(2)  # ... and is cancelled before it is popped
+    popped = [e.task_id for e in iter(q.pop, None)]
+    assert popped == [4, 3]
+    assert len(q) == 0
