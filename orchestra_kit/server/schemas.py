@@ -24,6 +24,7 @@ from ..models import (
     TaskMode,
     validate_description,
     validate_employee_name,
+    validate_model,
     validate_priority,
     validate_role,
 )
@@ -105,6 +106,11 @@ Description = Annotated[
 FilePath = Annotated[str, Field(min_length=1, max_length=1024),
                      WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 1024,
                                      "pattern": _PATH_PATTERN})]
+ModelName = Annotated[
+    str, BeforeValidator(lambda v: validate_model(v, "model")),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_MODEL_CHARS,
+                    "pattern": r"^[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\s][^\x00-\x1f\x7f]*$"}),
+]
 TaskId = Annotated[int, BeforeValidator(_integral), Field(ge=1, le=MAX_ID),
                    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_ID})]
 
@@ -133,7 +139,7 @@ class AssignBody(BaseModel):
     model_config = _STRICT
     name: EmployeeName = Field(validation_alias=AliasChoices("name", "employee"))
     task: Description = Field(validation_alias=AliasChoices("task", "description"))
-    model: Annotated[str, Field(min_length=1, max_length=MAX_MODEL_CHARS)] | None = None
+    model: ModelName | None = None
     mode: TaskMode = TaskMode.BUILD
     priority: Priority = 5
     files: list[FilePath] = Field(default_factory=list, max_length=MAX_FILES_PER_CALL)
