@@ -7,7 +7,7 @@ OPENCODE_VERSION := 1.18.33
 OPENCODE_DIR     := .tools/opencode
 OPENCODE_BIN     := $(OPENCODE_DIR)/node_modules/.bin/opencode
 
-.PHONY: setup lint test sweep lab bench opencode clean notebooks-full
+.PHONY: setup lint test sweep lab bench opencode postgres clean notebooks-full
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,7 +15,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev,lab]'
 	touch $(STAMP)
 
-setup: $(STAMP) opencode
+setup: $(STAMP) opencode postgres
+
+# The PostgreSQL server binaries for the second store backend and its tests
+# (orchestra_kit/store/pgserver.py starts throwaway clusters with them).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q postgresql; }
 
 $(OPENCODE_BIN):
 	mkdir -p $(OPENCODE_DIR)
@@ -28,7 +36,7 @@ lint: $(STAMP)
 	$(BIN)/mypy orchestra_kit
 	$(BIN)/lint-imports
 
-test: $(STAMP) $(OPENCODE_BIN) lint
+test: $(STAMP) $(OPENCODE_BIN) postgres lint
 	$(BIN)/python -m pytest -q --nbmake --nbmake-timeout=300 tests notebooks
 
 sweep: $(STAMP)
@@ -66,6 +74,8 @@ notebooks-full: $(STAMP)
 	$(PAPERMILL) notebooks/05-regression.ipynb $(NB_OUT)/05-regression.ipynb
 	$(PAPERMILL) notebooks/06-chat.ipynb $(NB_OUT)/06-chat.ipynb \
 		-y '{"USERS": [1, 10, 100], "DURATION_S": 4.0}'
+	$(PAPERMILL) notebooks/07-scale-out.ipynb $(NB_OUT)/07-scale-out.ipynb \
+		-y '{"INSTANCES": [1, 2, 3, 4], "DURATION_S": 3.0, "CONCURRENCY": 64}'
 
 # Refresh the committed regression baseline deliberately (see notebooks/05-regression.ipynb).
 .PHONY: baseline

@@ -20,12 +20,15 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                  "Slack mentions vs users: ack, first reply, completion percentiles"),
     "report": ("orchestra_kit.lab.cli", "report_main", "summary table + charts of a run"),
     "compare": ("orchestra_kit.lab.cli", "compare_main", "compare two runs; exit 1 on regression"),
+    "pg": ("orchestra_kit.store.pg_cli", "pg_main",
+           "a local PostgreSQL: run (throwaway) | start/stop --dir DIR"),
 }
 BENCHES: dict[str, tuple[str, str]] = {
     "store": ("orchestra_kit.store.bench", "cli_main"),
     "scheduler": ("orchestra_kit.scheduler.bench", "cli_main"),
     "http": ("orchestra_kit.server.bench", "cli_main"),
     "generator": ("orchestra_kit.lab.genbench", "cli_main"),
+    "scaleout": ("orchestra_kit.lab.scaleout", "cli_main"),
 }
 VERBS = ("hire", "fire", "employees", "assign", "task", "tasks", "stop", "cancel", "status",
          "lock", "release", "leases", "request", "requests", "approve", "deny", "health")
@@ -34,8 +37,9 @@ USAGE = """usage: orchestra COMMAND [ARGS...]
 
 commands:
 {commands}
-  bench store|scheduler|http|generator [--json] [--quick]   measure the store / scheduler /
-                                  HTTP API / the lab's load generator
+  bench store|scheduler|http|generator|scaleout [--json] [--quick]
+                                  measure the store / scheduler / HTTP API / the lab's load
+                                  generator / instances on one PostgreSQL
   {verbs}
                                   talk to a running server (--url, ORCHESTRA_URL)
 

@@ -75,9 +75,10 @@ class OptimizationFlags:
 
 @dataclass(frozen=True, kw_only=True)
 class DatabaseSettings:
-    """The SQLite store."""
+    """The store: SQLite at ``path``, or PostgreSQL when ``url`` is set."""
 
     path: str = "orchestra.db"
+    url: str = ""
     max_connections: int = 20
     batch_size: int = 100
     group_commit_window_ms: float = 1.0
@@ -85,9 +86,17 @@ class DatabaseSettings:
     cache_max_entries: int = 10_000
     busy_timeout_ms: int = 10_000
     lease_ttl_s: float = 3600.0
+    heartbeat_interval_s: float = 2.0
+    instance_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         _check(bool(self.path), "database.path", self.path, "must be a file path or ':memory:'")
+        _check(not self.url or self.url.startswith(("postgresql://", "postgres://")),
+               "database.url", self.url,
+               "must be empty (SQLite at database.path) or a postgresql:// URL")
+        _positive(self, "database", "heartbeat_interval_s")
+        _check(self.instance_timeout_s > self.heartbeat_interval_s, "database.instance_timeout_s",
+               self.instance_timeout_s, "must be > database.heartbeat_interval_s")
         _positive(self, "database", "max_connections", "batch_size", "cache_max_entries")
         _positive(self, "database", "lease_ttl_s", "busy_timeout_ms")
         _non_negative(self, "database", "group_commit_window_ms", "cache_ttl_seconds")
@@ -352,6 +361,7 @@ ALIASES: dict[str, str] = {
     "max_db_connections": "database.max_connections",
     "max_concurrent_sessions": "scheduler.max_concurrent_tasks",
     "db_path": "database.path",
+    "database_url": "database.url",
     "cache_ttl": "database.cache_ttl_seconds",
     "http_requests_per_minute": "server.requests_per_minute",
     "agent_backend": "agents.backend",

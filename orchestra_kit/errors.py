@@ -8,6 +8,8 @@ where one fits, from the matching builtin, so callers can catch either::
     ├── ValidationError (ValueError)      bad input: names the field and the problem
     ├── NotFoundError (LookupError)       an employee, task or request that does not exist
     ├── ConflictError                     a duplicate, a held lease, an illegal state move
+    │   ├── CapacityError                 no free slot (all instances) or employee busy
+    │   └── LeaseBlockedError             a task's files are leased by someone else
     ├── ForbiddenError (PermissionError)  an actor may not do this (approve another's lease)
     ├── RateLimitedError                  a token bucket said no; carries retry_after_s
     ├── StoreError                        the database failed (not the caller's fault)
@@ -32,9 +34,11 @@ __all__ = [
     "AgentTimeoutError",
     "AgentUnavailableError",
     "ApiError",
+    "CapacityError",
     "ConfigError",
     "ConflictError",
     "ForbiddenError",
+    "LeaseBlockedError",
     "NotFoundError",
     "OrchestraError",
     "ProviderError",
@@ -103,6 +107,18 @@ class ConflictError(OrchestraError):
 
     code = "conflict"
     http_status = 409
+
+
+class CapacityError(ConflictError):
+    """A task may not start: the global running limit is reached (retry later)."""
+
+    code = "capacity"
+
+
+class LeaseBlockedError(ConflictError):
+    """A task may not start yet: files it needs are leased by another employee."""
+
+    code = "lease_blocked"
 
 
 class ForbiddenError(OrchestraError, PermissionError):

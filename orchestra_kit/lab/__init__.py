@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from orchestra_kit.lab.plots_chat import plot_chat_latency
     from orchestra_kit.lab.report import Report, build_report, compare_runs
     from orchestra_kit.lab.results import RunData, Slo, latest_run, load_run
+    from orchestra_kit.lab.scaleout import plot_scaleout, run_scaleout_bench, scaleout_frame
     from orchestra_kit.lab.seedtable import SeedTable, measure_seed_table
     from orchestra_kit.lab.spec import ExperimentSpec, load_spec
     from orchestra_kit.lab.sweep import PointDone, run_experiment, service_settings
@@ -103,6 +104,7 @@ __all__ = [
     "plot_distribution",
     "plot_latency",
     "plot_report",
+    "plot_scaleout",
     "plot_success",
     "plot_throughput",
     "plot_timeline",
@@ -110,8 +112,10 @@ __all__ = [
     "run_chat_sweep",
     "run_experiment",
     "run_load",
+    "run_scaleout_bench",
     "run_worker_slice",
     "save_figure",
+    "scaleout_frame",
     "service_settings",
     "slo_knee",
     "summary_table",
@@ -162,6 +166,9 @@ _WHERE = {
     "plot_report": "orchestra_kit.lab.plots",
     "plot_success": "orchestra_kit.lab.plots",
     "plot_throughput": "orchestra_kit.lab.plots",
+    "plot_scaleout": "orchestra_kit.lab.scaleout",
+    "run_scaleout_bench": "orchestra_kit.lab.scaleout",
+    "scaleout_frame": "orchestra_kit.lab.scaleout",
     "plot_timeline": "orchestra_kit.lab.plots",
     "run_experiment": "orchestra_kit.lab.sweep",
     "run_load": "orchestra_kit.lab.loadgen",

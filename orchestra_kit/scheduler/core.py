@@ -26,9 +26,11 @@ from ..agents.base import AgentBackend
 from ..config import AgentSettings, SchedulerSettings
 from ..errors import ConflictError, OrchestraError, ServiceUnavailableError
 from ..models import TERMINAL_STATUSES, Task, TaskStatus
+from ..store.protocol import SharedStoreProtocol, StoreProtocol
 from .events import EventHub, ProgressWriter, TaskEvent
 from .execution import TaskExecution, _placeholder, _Run
 from .queue import QueueEntry, ReadyQueue
+from .shared import SharedCoordinator
 
 __all__ = ["Scheduler", "TaskEvent"]
 
@@ -40,7 +42,7 @@ class Scheduler(TaskExecution):
 
     def __init__(
         self,
-        store: Any,
+        store: StoreProtocol,
         backend: AgentBackend,
         settings: SchedulerSettings,
         *,
@@ -70,6 +72,14 @@ class Scheduler(TaskExecution):
         self._counts = {"completed": 0, "failed": 0, "cancelled": 0, "timed_out": 0,
                         "retries": 0, "requeued": 0, "started": 0}
         self.peak_running = 0
+        self._shared: SharedCoordinator | None = None
+        self._paused_until = 0.0
+        if isinstance(store, SharedStoreProtocol):  # several instances: see .shared
+            self._shared = SharedCoordinator(
+                store, self._hub, on_remote_status=self._remote_status,
+                on_requeued=self._enqueue, max_attempts=settings.max_attempts,
+                sweep_interval_s=store.settings.heartbeat_interval_s)
+            self._hub.forward = self._shared.forward
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -101,6 +111,8 @@ class Scheduler(TaskExecution):
         self._state = "running"
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="scheduler-dispatch")
         self._wake.set()
+        if self._shared is not None:
+            await self._shared.start()
 
     async def aclose(self) -> None:
         """Drain: stop taking work, let running tasks finish within the grace, requeue the rest."""
@@ -119,6 +131,8 @@ class Scheduler(TaskExecution):
             for run_task in pending:
                 run_task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._shared is not None:
+            await self._shared.aclose()  # after the requeues, so the others hear of them
         self._hub.close_all()
         self._state = "closed"
 
@@ -159,6 +173,32 @@ class Scheduler(TaskExecution):
         """Submit and wait for the end (the synchronous, "before" path)."""
         task = await self.submit(employee, description, **kw)
         return await self.wait(task.id)
+
+    def _remote_status(self, task: Task) -> None:
+        """Another instance changed a task: queue it here too, or stop considering it (or,
+        when it ended elsewhere while running here, e.g. its employee was fired, stop it)."""
+        run = self._runs.get(task.id)
+        if run is not None:
+            if task.terminal and run.agent is not None and run.cancel_reason is None:
+                run.cancel_reason = task.error or f"{task.status} elsewhere"
+                run.agent.cancel()
+            return
+        if task.status == TaskStatus.QUEUED and self._state == "running":
+            self._live[task.id] = task
+            self._queue.push(QueueEntry.of(task.id, task.priority, task.employee))
+            if self._wake is not None:
+                self._wake.set()
+        elif task.status != TaskStatus.QUEUED:
+            self._queue.remove(task.id)
+            self._live.pop(task.id, None)
+
+    def _requeue_local(self, task: Task, pause_s: float = 0.0) -> None:
+        """Back into this queue without telling anyone; ``pause_s`` holds dispatching."""
+        if pause_s > 0:
+            self._paused_until = asyncio.get_running_loop().time() + pause_s
+        self._queue.push(QueueEntry.of(task.id, task.priority, task.employee))
+        if self._wake is not None:
+            self._wake.set()
 
     def _enqueue(self, task: Task) -> None:
         self._live[task.id] = task
@@ -223,6 +263,7 @@ class Scheduler(TaskExecution):
             "peak_running": self.peak_running,
             "max_concurrent": self._settings.max_concurrent_tasks,
             "subscribers": self._hub.count(),
+            **(self._shared.stats() if self._shared is not None else {}),
             **self._limiter_stats(),
             **self._counts,
         }
@@ -301,14 +342,21 @@ class Scheduler(TaskExecution):
             run = self._runs.get(tid)
             if run is not None and run.agent is not None:
                 run.agent.cancel()
+            elif run is None and self._shared is not None:  # it may run on another instance
+                self._hub.publish(TaskEvent(tid, "status", str(TaskStatus.CANCELLED), 0,
+                                            {"error": "employee fired"}))
 
     # ------------------------------------------------------------------ dispatching
 
     async def _dispatch_loop(self) -> None:
         assert self._wake is not None
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
+            pause_s = self._paused_until - loop.time()
+            if pause_s > 0:  # no global slot free (shared store): look again shortly
+                await asyncio.sleep(pause_s)
             while len(self._runs) < self._settings.max_concurrent_tasks:
                 entry = self._queue.pop()
                 if entry is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,8 @@ class EventHub:
 
     def __init__(self) -> None:
         self._subs: dict[int, set[asyncio.Queue[TaskEvent | None]]] = {}
+        #: Also hands every published event to this (the other instances, when shared).
+        self.forward: Callable[[TaskEvent], None] | None = None
 
     def add(self, task_id: int) -> asyncio.Queue[TaskEvent | None]:
         """A new subscription queue for a task."""
@@ -64,7 +67,14 @@ class EventHub:
                 del self._subs[task_id]
 
     def publish(self, event: TaskEvent) -> None:
-        """Deliver to every subscriber of the event's task."""
+        """Deliver to every subscriber of the event's task (and forward it, when shared)."""
+        for q in self._subs.get(event.task_id, ()):
+            q.put_nowait(event)
+        if self.forward is not None:
+            self.forward(event)
+
+    def publish_local(self, event: TaskEvent) -> None:
+        """Deliver to this instance's subscribers only (an event from another instance)."""
         for q in self._subs.get(event.task_id, ()):
             q.put_nowait(event)
 

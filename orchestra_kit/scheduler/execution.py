@@ -20,8 +20,9 @@ from typing import Any
 from ..agents import model_for
 from ..agents.base import AgentBackend, AgentEvent, AgentRequest, AgentResult
 from ..config import AgentSettings, SchedulerSettings
-from ..errors import AgentError, ConflictError, OrchestraError
+from ..errors import AgentError, CapacityError, ConflictError, LeaseBlockedError, OrchestraError
 from ..models import Task, TaskStatus
+from ..store.protocol import SharedStoreProtocol, StoreProtocol
 from .events import EventHub, ProgressWriter, TaskEvent
 from .queue import QueueEntry
 
@@ -39,12 +40,13 @@ class _Run:
     cancel_reason: str | None = None
     last_persist: float = 0.0
     files_touched: list[str] = field(default_factory=list)
+    holds_leases: bool = True  # False when another instance claimed the task (its leases)
 
 
 class TaskExecution:
     """Runs one task whose slot the dispatcher reserved (a base of ``Scheduler``)."""
 
-    _store: Any
+    _store: StoreProtocol
     _backend: AgentBackend
     _settings: SchedulerSettings
     _agents: AgentSettings
@@ -84,15 +86,21 @@ class TaskExecution:
         if task.status != TaskStatus.QUEUED:
             await self._forget(task.id)
             return  # cancelled or fired meanwhile (the store's conditional move re-checks)
-        if task.files and not await self._take_leases(task):
-            return
-        try:
-            task = await self._store.transition(
-                task.id, TaskStatus.RUNNING, expect=TaskStatus.QUEUED, count_attempt=True
-            )
-        except ConflictError:  # ended elsewhere meanwhile (cancelled, fired): forget it here
-            await self._forget(task.id)
-            return
+        if isinstance(self._store, SharedStoreProtocol):
+            claimed = await self._claim(run, task, self._store)
+            if claimed is None:
+                return
+            task = claimed
+        else:
+            if task.files and not await self._take_leases(task):
+                return
+            try:
+                task = await self._store.transition(
+                    task.id, TaskStatus.RUNNING, expect=TaskStatus.QUEUED, count_attempt=True
+                )
+            except ConflictError:  # ended elsewhere meanwhile (cancelled, fired): forget it
+                await self._forget(task.id)
+                return
         run.task = task
         run.last_persist = time.monotonic()
         self._live[task.id] = task
@@ -100,6 +108,42 @@ class TaskExecution:
         self._hub.publish(TaskEvent.status_of(task))
         await self._progress.start(task)
         await self._run_agent(run)
+
+    async def _claim(self, run: _Run, task: Task, store: SharedStoreProtocol) -> Task | None:
+        """Claim on a shared store (see .shared); None when this instance will not run it."""
+        run.holds_leases = False  # until the claim (which takes them) committed
+        try:
+            claimed = await store.claim_task(task.id, max_running=self._settings.max_concurrent_tasks)
+        except LeaseBlockedError as e:
+            held = (e.details or {}).get("blocked", {})
+            self._hub.publish(TaskEvent(task.id, "status", str(task.status), 0, {"blocked": held}))
+            self._retry_later(task, self._settings.retry_backoff_s or 0.5)
+            return None
+        except CapacityError as e:
+            delay_s = 0.02 + 0.08 * self._rng.random()
+            if "employee" in (e.details or {}):  # it runs elsewhere: this one waits
+                self._retry_quietly(task, delay_s)
+            else:  # no global slot: back in the queue now (keeps priority order), pause
+                self._requeue_local(task, pause_s=delay_s)
+            return None
+        except ConflictError:  # claimed or ended elsewhere
+            self._live.pop(task.id, None)
+            return None
+        run.holds_leases = True
+        return claimed
+
+    def _retry_quietly(self, task: Task, delay_s: float) -> None:
+        """Back into this instance's queue after ``delay_s``, without telling anyone."""
+        def fire() -> None:
+            self._timers.discard(handle)
+            if self._state == "running" and task.id in self._live:
+                self._requeue_local(task)
+
+        handle = asyncio.get_running_loop().call_later(delay_s, fire)
+        self._timers.add(handle)
+
+    def _requeue_local(self, task: Task, pause_s: float = 0.0) -> None:
+        raise NotImplementedError  # Scheduler's
 
     async def _forget(self, task_id: int) -> None:
         """Drop a task this scheduler will not run, telling subscribers where it stands."""
@@ -246,7 +290,7 @@ class TaskExecution:
         self._hub.publish(TaskEvent.status_of(task))
 
     async def _cleanup(self, run: _Run) -> None:
-        if not run.task.files:
+        if not run.task.files or not run.holds_leases:
             return  # leases are only ever taken for a task's files
         try:
             await self._store.release_task_leases(run.task.id)

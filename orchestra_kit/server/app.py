@@ -19,6 +19,7 @@ from aiohttp import web
 
 from ..config import Settings
 from ..errors import ConfigError
+from ..store.protocol import StoreProtocol
 from .middleware import build_middleware
 from .protocol import AcceptErrorFilter, GuardedRunner
 from .routes_employees import routes as employee_routes
@@ -79,9 +80,9 @@ def _contexts(state: AppState, *, own_store: bool, own_scheduler: bool) -> list[
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         if own_store:
-            from ..store import Store
+            from ..store.factory import open_store
 
-            store = Store(settings.database, settings.flags, project_root=state.project_root)
+            store = open_store(settings.database, settings.flags, project_root=state.project_root)
             await store.__aenter__()
             state.store = store
         yield
@@ -111,6 +112,7 @@ def _contexts(state: AppState, *, own_store: bool, own_scheduler: bool) -> list[
         if own_scheduler:
             from ..scheduler import Scheduler
 
+            assert state.store is not None  # set up by store_ctx, before this context
             sched = Scheduler(state.store, state.backend, settings.scheduler,
                               agents=settings.agents,
                               workspace_root=_workspace_root(settings, state.project_root),
@@ -139,7 +141,8 @@ async def _on_shutdown(app: web.Application) -> None:
         end()  # SSE streams end now, so they do not hold the drain up
 
 
-def create_app(settings: Settings, *, store: Any = None, scheduler: Any = None) -> web.Application:
+def create_app(settings: Settings, *, store: StoreProtocol | None = None,
+               scheduler: Any = None) -> web.Application:
     """The aiohttp application for ``settings`` (own components unless handed in)."""
     if scheduler is not None and store is None:
         raise ConfigError("store", None, "must be given when a scheduler is given")
@@ -161,14 +164,16 @@ def create_app(settings: Settings, *, store: Any = None, scheduler: Any = None) 
 class Service:
     """The API served on ``settings.server.host:port`` (port 0: an ephemeral port)."""
 
-    def __init__(self, settings: Settings, *, store: Any = None, scheduler: Any = None,
-                 host: str | None = None, port: int | None = None) -> None:
+    def __init__(self, settings: Settings, *, store: StoreProtocol | None = None,
+                 scheduler: Any = None, host: str | None = None, port: int | None = None,
+                 reuse_port: bool = False) -> None:
         self.settings = settings
         self.host = host or settings.server.host
         self._port = settings.server.port if port is None else port
         self.app = create_app(settings, store=store, scheduler=scheduler)
         self._runner: GuardedRunner | None = None
         self._previous_handler: Any = None
+        self._reuse_port = reuse_port  # several processes on one port (serve --workers)
         self._closed = False
 
     @property
@@ -197,7 +202,8 @@ class Service:
         self._runner = runner
         self._install_accept_filter()
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self._port, backlog=4096, reuse_address=True)
+        site = web.TCPSite(runner, self.host, self._port, backlog=4096, reuse_address=True,
+                           reuse_port=self._reuse_port or None)
         try:
             await site.start()
         except BaseException:

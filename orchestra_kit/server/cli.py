@@ -19,6 +19,7 @@ from typing import Any
 from ..config import Settings
 from ..errors import ConfigError, OrchestraError
 from .app import Service
+from .workers import check_workers, die_with_supervisor, run_workers, shared_port
 
 __all__ = ["build_parser", "serve_main", "settings_from_args"]
 
@@ -30,9 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="orchestra serve", description="Run the HTTP API.")
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to bind; 0 picks a free one (default 8080)")
-    p.add_argument("--db", help="SQLite database path (default orchestra.db)")
+    p.add_argument("--db", help="SQLite database path (default orchestra.db), or a PostgreSQL"
+                   " URL postgresql://user@host:port/dbname (several instances may share it)")
     p.add_argument("--project-root", help="directory file paths are confined to")
     p.add_argument("--config", help="JSON config file (the seed's performance config schema)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes serving one port (SO_REUSEPORT); > 1 needs --db postgresql://")
+    p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting, e.g. --set scheduler.max_concurrent_tasks=8")
     return p
@@ -50,18 +55,21 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Set
                       ("project_root", "project_root")):
         value = getattr(args, flag)
         if value is not None:
+            if flag == "db" and str(value).startswith(("postgresql://", "postgres://")):
+                key = "database.url"
             overrides[key] = str(value)
     return Settings.load(config_file=args.config, environ=environ, overrides=overrides)
 
 
-async def _serve(settings: Settings) -> int:
+async def _serve(settings: Settings, reuse_port: bool = False) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with Service(settings) as svc:
-            print(f"orchestra serving on {svc.url} (db={settings.database.path}, "
+        async with Service(settings, reuse_port=reuse_port) as svc:
+            db = _redacted(settings.database.url) or settings.database.path
+            print(f"orchestra serving on {svc.url} (db={db}, "
                   f"backend={settings.agents.backend})", flush=True)
             await stop.wait()
             log.info("orchestra: draining (signal received)")
@@ -84,6 +92,32 @@ def _raise_fd_limit() -> None:
         pass
 
 
+def _without_workers(argv: list[str]) -> list[str]:
+    """``argv`` less ``--workers N`` and ``--port P`` (the supervisor passes its own port)."""
+    out: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--workers", "--port"):
+            skip = True
+            continue
+        if a.startswith(("--workers=", "--port=")):
+            continue
+        out.append(a)
+    return out
+
+
+def _redacted(url: str) -> str:
+    """A database URL without its password (for logs)."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in creds:
+        return url
+    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+
+
 def serve_main(argv: list[str]) -> int:
     """Entry point of ``orchestra serve``; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -97,10 +131,20 @@ def serve_main(argv: list[str]) -> int:
               "server and is not used here; the LLM provider's key is ORCHESTRA_LLM_API_KEY",
               file=sys.stderr)
     _raise_fd_limit()
+    try:
+        check_workers(args.workers, settings)
+    except OrchestraError as exc:
+        print(f"orchestra serve: {exc}", file=sys.stderr)
+        return 2
+    if args.workers > 1:
+        port = shared_port(settings.server.host, settings.server.port)
+        return run_workers(_without_workers(argv), args.workers, settings.server.host, port)
+    if args.reuse_port and not die_with_supervisor():
+        return 0  # a worker whose supervisor is already gone
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return asyncio.run(_serve(settings))
+        return asyncio.run(_serve(settings, reuse_port=args.reuse_port))
     except OrchestraError as exc:
         print(f"orchestra serve: {exc}", file=sys.stderr)
         return 1

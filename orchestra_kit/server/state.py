@@ -19,6 +19,7 @@ from aiohttp import web
 from ..config import Settings
 from ..errors import ServiceUnavailableError
 from ..metrics import Metrics
+from ..store.protocol import StoreProtocol
 
 __all__ = ["IDENTITY", "REQUEST_ID", "STATE", "AppState", "Phase"]
 
@@ -39,7 +40,7 @@ class AppState:
     settings: Settings
     project_root: Path
     metrics: Metrics = field(default_factory=Metrics)
-    store: Any = None
+    store: StoreProtocol | None = None
     scheduler: Any = None
     backend: Any = None
     llm_limiter: Any = None
@@ -59,7 +60,7 @@ class AppState:
         self._next_id += 1
         return f"{self.id_prefix}-{self._next_id:x}"
 
-    def require_store(self) -> Any:
+    def require_store(self) -> StoreProtocol:
         """The store, or 503 when the service is not (or no longer) running."""
         if self.store is None:
             raise ServiceUnavailableError(f"The service is {self.phase}; try again shortly")

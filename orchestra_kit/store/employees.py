@@ -11,10 +11,10 @@ from ..models import (
     Employee,
     Smartness,
     validate_employee_name,
-    validate_role,
     validate_smartness,
 )
 from .base import TABLES, StoreBase
+from .checks import new_employee
 from .schema import EMPLOYEE_COLS, row_to_employee
 from .sqlops import FireReport, check_limit
 
@@ -95,16 +95,7 @@ class EmployeeAPI(StoreBase):
     """Employee methods of :class:`~orchestra_kit.store.Store`."""
 
     def _new_employee(self, name: Any, role: Any, smartness: Any, prefix: str = "") -> Employee:
-        if prefix:  # field names like employees[3].name, built only for batch items
-            fields = (f"{prefix}name", f"{prefix}role", f"{prefix}smartness")
-        else:
-            fields = ("name", "role", "smartness")
-        return Employee(
-            name=validate_employee_name(name, fields[0]),
-            role=validate_role(role, fields[1]),
-            smartness=validate_smartness(smartness, fields[2]),
-            hired_at=self._clock(),
-        )
+        return new_employee(name, role, smartness, now=self._clock(), prefix=prefix)
 
     async def hire(self, name: str, role: str, smartness: str = "normal") -> Employee:
         """Hire one employee; ConflictError if the name is taken."""

@@ -20,6 +20,7 @@ from ..models import (
     validate_files,
 )
 from .base import StoreBase
+from .checks import check_id, check_text
 from .schema import LEASE_COLS, REQUEST_COLS, row_to_lease, row_to_request
 from .sqlops import close_requests_for, release_expired, require_employee
 
@@ -141,20 +142,6 @@ def _deny(conn: sqlite3.Connection, request_id: int, actor: str | None, now: flo
     return row_to_request(row)
 
 
-def _check_text(value: Any, field: str, max_chars: int = 10_000) -> str:
-    if not isinstance(value, str):
-        raise ValidationError(field, f"must be a string, got {type(value).__name__}")
-    if len(value) > max_chars or "\x00" in value:
-        raise ValidationError(field, f"must be at most {max_chars} characters, without NUL")
-    return value
-
-
-def _check_id(value: Any, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValidationError(field, f"must be a positive integer, got {value!r}", value=value)
-    return value
-
-
 class LeaseAPI(StoreBase):
     """File lease and request methods of :class:`~orchestra_kit.store.Store`."""
 
@@ -166,9 +153,9 @@ class LeaseAPI(StoreBase):
         validate_employee_name(employee, "employee")
         paths = validate_files(self.project_root, list(files) if not isinstance(files, str)
                                else files)
-        description = _check_text(description, "description")
+        description = check_text(description, "description")
         if task_id is not None:
-            _check_id(task_id, "task_id")
+            check_id(task_id, "task_id")
         ttl = self.settings.lease_ttl_s if ttl_s is None else ttl_s
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
             raise ValidationError("ttl_s", f"must be a positive number, got {ttl_s!r}")
@@ -194,7 +181,7 @@ class LeaseAPI(StoreBase):
 
     async def release_task_leases(self, task_id: int) -> list[str]:
         """Release every active lease taken for ``task_id``; returns the paths."""
-        _check_id(task_id, "task_id")
+        check_id(task_id, "task_id")
         now = self._clock()
         released: list[str] = await self._write(
             lambda c: _release(c, "task_id = ?", [task_id], now), _LR)
@@ -235,7 +222,7 @@ class LeaseAPI(StoreBase):
         """Ask the holder of ``path`` for it; returns (status, request)."""
         validate_employee_name(requester, "requester")
         norm = normalise_path(self.project_root, path, "path")
-        reason = _check_text(reason, "reason")
+        reason = check_text(reason, "reason")
         now = self._clock()
         out: tuple[str, FileRequest | None] = await self._write(
             lambda c: _request(c, requester, norm, reason, now), _LR)
@@ -243,7 +230,7 @@ class LeaseAPI(StoreBase):
 
     async def approve_request(self, request_id: int, *, actor: str | None = None) -> FileLease:
         """Move the lease to the requester atomically; returns the new lease."""
-        _check_id(request_id, "request_id")
+        check_id(request_id, "request_id")
         now = self._clock()
         exp = now + self.settings.lease_ttl_s
         lease: FileLease = await self._write(lambda c: _approve(c, request_id, actor, now, exp),
@@ -252,7 +239,7 @@ class LeaseAPI(StoreBase):
 
     async def deny_request(self, request_id: int, *, actor: str | None = None) -> FileRequest:
         """Close a pending request without moving the lease."""
-        _check_id(request_id, "request_id")
+        check_id(request_id, "request_id")
         now = self._clock()
         req: FileRequest = await self._write(lambda c: _deny(c, request_id, actor, now), _REQ,
                                              savepoint=False)

@@ -127,6 +127,17 @@ MIGRATIONS: list[tuple[str, Sequence[str]]] = [
                 task_ids TEXT NOT NULL DEFAULT '[]')""",
         ),
     ),
+    (
+        "one running task per employee, enforced by a unique partial index",
+        (
+            # A database left by a version without this rule may hold two running tasks
+            # of one employee: requeue all but the oldest before the index is created.
+            ("UPDATE tasks SET status = 'queued' WHERE status = 'running' AND id NOT IN"
+             " (SELECT MIN(id) FROM tasks WHERE status = 'running' GROUP BY employee)"),
+            ("CREATE UNIQUE INDEX uq_tasks_running_employee ON tasks(employee)"
+             " WHERE status = 'running'"),
+        ),
+    ),
 ]
 
 

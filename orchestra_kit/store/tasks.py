@@ -7,20 +7,16 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import ConflictError, NotFoundError, OrchestraError, ValidationError
+from ..errors import CapacityError, ConflictError, NotFoundError, OrchestraError, ValidationError
 from ..models import (
     TERMINAL_STATUSES,
     Task,
-    TaskMode,
     TaskStatus,
     can_transition,
-    validate_description,
     validate_employee_name,
-    validate_files,
-    validate_model,
-    validate_priority,
 )
 from .base import TABLES, StoreBase
+from .checks import new_task, task_status
 from .schema import TASK_COLS, row_to_task
 from .sqlops import RecoveryReport, check_limit, close_requests_for, require_employee
 
@@ -50,9 +46,19 @@ def _insert_many(conn: sqlite3.Connection, tasks: list[Task]) -> list[Task | Orc
     return out
 
 
+def _check_capacity(conn: sqlite3.Connection, task_id: int, max_running: int | None) -> None:
+    if max_running is None:
+        return
+    (running,) = conn.execute("SELECT COUNT(*) FROM tasks WHERE status = 'running'").fetchone()
+    if running >= max_running:
+        raise CapacityError(f"Cannot start task {task_id}: {running} tasks already run"
+                            f" (max_concurrent_tasks={max_running})",
+                            details={"task_id": task_id, "running": running})
+
+
 def _transition(conn: sqlite3.Connection, task_id: int, new: TaskStatus,
                 expect: TaskStatus | None, result: str | None, error: str | None,
-                count_attempt: bool, now: float) -> Task:
+                count_attempt: bool, now: float, max_running: int | None = None) -> Task:
     row = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
     if row is None:
         raise NotFoundError(f"Task {task_id} does not exist", details={"task_id": task_id})
@@ -67,6 +73,7 @@ def _transition(conn: sqlite3.Connection, task_id: int, new: TaskStatus,
     sets: list[str] = ["status = ?"]
     params: list[Any] = [new.value]
     if new == TaskStatus.RUNNING:
+        _check_capacity(conn, task_id, max_running)
         sets.append("started_at = ?")
         params.append(now)
     if new in TERMINAL_STATUSES:
@@ -80,8 +87,12 @@ def _transition(conn: sqlite3.Connection, task_id: int, new: TaskStatus,
             params.append(value)
     if count_attempt:
         sets.append("attempts = attempts + 1")
-    row = conn.execute(f"UPDATE tasks SET {', '.join(sets)} WHERE id = ? RETURNING {TASK_COLS}",
-                       (*params, task_id)).fetchone()
+    try:
+        row = conn.execute(f"UPDATE tasks SET {', '.join(sets)} WHERE id = ? RETURNING {TASK_COLS}",
+                           (*params, task_id)).fetchone()
+    except sqlite3.IntegrityError as e:  # uq_tasks_running_employee: one running per employee
+        raise ConflictError(f"Cannot start task {task_id}: its employee already runs a task",
+                            details={"task_id": task_id, "reason": str(e)}) from None
     return row_to_task(row)
 
 
@@ -106,37 +117,11 @@ def _recover(conn: sqlite3.Connection, max_attempts: int, now: float) -> Recover
     )
 
 
-def _status(value: Any, field: str) -> TaskStatus:
-    try:
-        return TaskStatus(value)
-    except ValueError:
-        allowed = ", ".join(s.value for s in TaskStatus)
-        raise ValidationError(field, f"must be one of {allowed}, got {value!r}",
-                              value=value) from None
-
-
 class TaskAPI(StoreBase):
     """Task methods of :class:`~orchestra_kit.store.Store`."""
 
     def _new_task(self, item: Mapping[str, Any], prefix: str = "") -> Task:
-        mode = item.get("mode", TaskMode.BUILD.value)
-        try:
-            task_mode = TaskMode(mode)
-        except ValueError:
-            raise ValidationError(f"{prefix}mode", f"must be build, chat or analyze, got"
-                                  f" {mode!r}", value=mode) from None
-        files = item.get("files", ())
-        return Task(
-            id=0,
-            employee=validate_employee_name(item.get("employee"), f"{prefix}employee"),
-            description=validate_description(item.get("description"), f"{prefix}description"),
-            priority=validate_priority(item.get("priority", 5), f"{prefix}priority"),
-            model=validate_model(item.get("model"), f"{prefix}model"),
-            mode=task_mode,
-            files=tuple(validate_files(self.project_root, list(files) if isinstance(
-                files, list | tuple) else files, f"{prefix}files")),
-            created_at=self._clock(),
-        )
+        return new_task(item, project_root=self.project_root, now=self._clock(), prefix=prefix)
 
     async def create_task(
         self, employee: str, description: str, *, priority: int = 5, model: str | None = None,
@@ -187,7 +172,7 @@ class TaskAPI(StoreBase):
         where, params = [], []
         if status is not None:
             where.append("status = ?")
-            params.append(_status(status, "status").value)
+            params.append(task_status(status, "status").value)
         if employee is not None:
             where.append("employee = ?")
             params.append(validate_employee_name(employee, "employee"))
@@ -212,13 +197,18 @@ class TaskAPI(StoreBase):
     async def transition(
         self, task_id: int, new: TaskStatus, *, expect: TaskStatus | None = None,
         result: str | None = None, error: str | None = None, count_attempt: bool = False,
+        max_running: int | None = None,
     ) -> Task:
-        """Move a task along the state machine; ConflictError if illegal or not ``expect``."""
-        new_s = _status(new, "status")
-        expect_s = _status(expect, "expect") if expect is not None else None
+        """Move a task along the state machine; ConflictError if illegal or not ``expect``.
+
+        With ``max_running``, a move to running is refused (CapacityError) when that many
+        tasks already run."""
+        new_s = task_status(new, "status")
+        expect_s = task_status(expect, "expect") if expect is not None else None
         now = self._clock()
         task: Task = await self._write(
-            lambda c: _transition(c, task_id, new_s, expect_s, result, error, count_attempt, now),
+            lambda c: _transition(c, task_id, new_s, expect_s, result, error, count_attempt, now,
+                                  max_running),
             _TASKS, savepoint=False)
         return task
 

@@ -1,4 +1,8 @@
-"""Store invariants under real concurrency on a real SQLite file, for each code path."""
+"""Store invariants under real concurrency, on both backends, for each code path.
+
+SQLite: a real file per test. PostgreSQL: one server per session, a fresh schema per
+test (``pg_url`` in tests/conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,15 @@ import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from orchestra_kit.config import DatabaseSettings, OptimizationFlags
-from orchestra_kit.errors import ConflictError, NotFoundError, ValidationError
+from orchestra_kit.errors import CapacityError, ConflictError, NotFoundError, ValidationError
 from orchestra_kit.models import RequestStatus, TaskStatus
 from orchestra_kit.store import Store
+from orchestra_kit.store.pg import PgStore
+from orchestra_kit.store.protocol import StoreProtocol
 
 ON = OptimizationFlags()
 VARIANTS = {
@@ -27,29 +34,48 @@ VARIANTS = {
 }
 # Slow paths (a commit per row with synchronous=FULL) get smaller sizes.
 SIZES = {"all_on": 1000, "no_cache": 1000, "no_pool": 1000, "no_batch": 1000, "no_wal": 1000,
-         "all_off": 150}
+         "all_off": 150, "pg_all_on": 1000, "pg_all_off": 150}
+# PostgreSQL: batching and WAL select nothing there; pooling and caching do.
+PG_VARIANTS = {"pg_all_on": ON, "pg_all_off": OptimizationFlags.all_off()}
+ALL = [*VARIANTS, *PG_VARIANTS]
 
 
-@pytest.fixture(params=list(VARIANTS), ids=list(VARIANTS))
+@pytest.fixture(params=ALL, ids=ALL)
 def variant(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
-async def store(tmp_path: Path, variant: str) -> AsyncIterator[Store]:
+async def store(tmp_path: Path, variant: str,
+                request: pytest.FixtureRequest) -> AsyncIterator[StoreProtocol]:
+    if variant in PG_VARIANTS:
+        url: str = request.getfixturevalue("pg_url")
+        pg_settings = DatabaseSettings(url=url, max_connections=8)
+        async with PgStore(url, pg_settings, PG_VARIANTS[variant], project_root=tmp_path) as p:
+            yield p
+        return
     settings = DatabaseSettings(path=str(tmp_path / "store.db"), max_connections=8)
     async with Store(settings, VARIANTS[variant], project_root=tmp_path) as s:
         yield s
 
 
-def active_leases_in_db(db: str, path: str) -> int:
-    with sqlite3.connect(db) as conn:
-        return int(conn.execute(
+async def active_leases_in_db(store: StoreProtocol, path: str) -> int:
+    """Counted in the database itself, past every cache."""
+    if isinstance(store, PgStore):
+        conn = await asyncpg.connect(store.url)
+        try:
+            return int(await conn.fetchval("SELECT COUNT(*) FROM file_leases WHERE path = $1"
+                                           " AND released_at IS NULL", path))
+        finally:
+            await conn.close()
+    assert isinstance(store, Store)
+    with sqlite3.connect(store.settings.path) as sq:
+        return int(sq.execute(
             "SELECT COUNT(*) FROM file_leases WHERE path = ? AND released_at IS NULL",
             (path,)).fetchone()[0])
 
 
-async def test_concurrent_hires_with_duplicates(store: Store, variant: str) -> None:
+async def test_concurrent_hires_with_duplicates(store: StoreProtocol, variant: str) -> None:
     n = SIZES[variant]
     rng = random.Random(7)
     unique = [f"emp-{i}" for i in range(n - n // 10)]
@@ -68,7 +94,7 @@ async def test_concurrent_hires_with_duplicates(store: Store, variant: str) -> N
     assert (await store.counts())["employees"] == len(unique)
 
 
-async def test_concurrent_lock_one_path_has_one_winner(store: Store, variant: str) -> None:
+async def test_concurrent_lock_one_path_has_one_winner(store: StoreProtocol, variant: str) -> None:
     n = SIZES[variant]
     names = [f"e{i}" for i in range(n)]
     hired = await store.hire_many([{"name": nm, "role": "dev"} for nm in names])
@@ -78,12 +104,12 @@ async def test_concurrent_lock_one_path_has_one_winner(store: Store, variant: st
     winners = [nm for nm, st in zip(names, statuses, strict=True) if st == "locked"]
     assert len(winners) == 1
     assert statuses.count(f"locked_by:{winners[0]}") == n - 1
-    assert active_leases_in_db(store.settings.path, "src/shared.py") == 1
+    assert await active_leases_in_db(store, "src/shared.py") == 1
     leases = await store.list_leases()
     assert [(x.path, x.employee) for x in leases] == [("src/shared.py", winners[0])]
 
 
-async def test_approve_moves_lease_atomically_under_contention(store: Store) -> None:
+async def test_approve_moves_lease_atomically_under_contention(store: StoreProtocol) -> None:
     owner, requesters, lockers = "owner", [f"r{i}" for i in range(20)], [f"l{i}" for i in range(20)]
     await store.hire_many([{"name": nm, "role": "dev"} for nm in [owner, *requesters, *lockers]])
     assert (await store.lock_files(owner, ["a.py"]))["a.py"] == "locked"
@@ -104,13 +130,13 @@ async def test_approve_moves_lease_atomically_under_contention(store: Store) -> 
     lock_results = [r for r in results if isinstance(r, dict)]
     assert all(r["a.py"] in ("locked_by:owner", f"locked_by:{ok[0].employee}")
                for r in lock_results)
-    assert active_leases_in_db(store.settings.path, "a.py") == 1
+    assert await active_leases_in_db(store, "a.py") == 1
     assert [x.employee for x in await store.list_leases()] == [ok[0].employee]
     pending = await store.list_requests(status="pending")
     assert pending == []  # the losers were closed, not left pending forever
 
 
-async def test_fire_cascades(store: Store) -> None:
+async def test_fire_cascades(store: StoreProtocol) -> None:
     await store.hire_many([{"name": "bob", "role": "dev"}, {"name": "amy", "role": "dev"}])
     await store.lock_files("bob", ["x.py", "y.py"])
     await store.lock_files("amy", ["z.py"])
@@ -165,7 +191,34 @@ async def test_absolute_path_inside_root_is_normalised(tmp_path: Path) -> None:
         assert (await store.lock_files("bob", ["src//a.py"])) == {"src/a.py": "already_locked"}
 
 
-async def test_lock_unknown_employee_is_not_found(store: Store) -> None:
+async def test_lock_unknown_employee_is_not_found(store: StoreProtocol) -> None:
     with pytest.raises(NotFoundError, match="ghost"):
         await store.lock_files("ghost", ["a.py"])
     assert await store.list_leases() == []
+
+
+async def test_one_running_task_per_employee_and_the_running_limit(store: StoreProtocol) -> None:
+    await store.hire_many([{"name": n, "role": "dev"} for n in ("ann", "ben", "cy")])
+    a1, a2 = (await store.create_task("ann", "one")), (await store.create_task("ann", "two"))
+    b1 = await store.create_task("ben", "three")
+    c1 = await store.create_task("cy", "four")
+    await store.transition(a1.id, TaskStatus.RUNNING, count_attempt=True)
+    with pytest.raises(ConflictError, match="already runs a task"):  # the database refuses
+        await store.transition(a2.id, TaskStatus.RUNNING)
+    assert (await store.get_task(a2.id)).status == TaskStatus.QUEUED
+    await store.transition(b1.id, TaskStatus.RUNNING, max_running=2)
+    with pytest.raises(CapacityError, match="2 tasks already run"):
+        await store.transition(c1.id, TaskStatus.RUNNING, max_running=2)
+    assert (await store.get_task(c1.id)).status == TaskStatus.QUEUED
+    await store.transition(a1.id, TaskStatus.COMPLETED)
+    assert (await store.transition(c1.id, TaskStatus.RUNNING, max_running=2)).status \
+        == TaskStatus.RUNNING
+
+
+async def test_chat_events_are_claimed_once(store: StoreProtocol) -> None:
+    ids = ["Ev1" if i % 2 else f"Ev{i + 100}" for i in range(20)]  # repeats, one message
+    claims = await asyncio.gather(*(store.claim_chat_event(e, "C1:1.0", channel="C1", user="U1")
+                                    for e in ids))
+    assert claims.count(True) == 1  # one message: whichever came first
+    await store.finish_chat_event(ids[claims.index(True)], "task", [7])
+    assert await store.chat_event_counts() == {"task": 1}

@@ -181,3 +181,28 @@ async def test_requests_flow_and_permissions(store: Store) -> None:
     assert req3 is not None
     await store.release_files("bob", ["a.py"])
     assert (await store.list_requests(employee="amy"))[-1].status == "denied"
+
+
+async def test_migration_2_keeps_one_running_task_per_employee(tmp_path: Path) -> None:
+    import sqlite3
+
+    from orchestra_kit.store.schema import MIGRATIONS
+
+    db = tmp_path / "v1.db"
+    with sqlite3.connect(db) as conn:  # a version-1 database with two running tasks of bob
+        for sql in MIGRATIONS[0][1]:
+            conn.execute(sql)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute("INSERT INTO employees (name, role, hired_at) VALUES ('bob', 'dev', 1)")
+        for desc in ("older", "newer"):
+            conn.execute("INSERT INTO tasks (employee, description, priority, mode, status,"
+                         " created_at) VALUES ('bob', ?, 5, 'build', 'running', 1)", (desc,))
+    async with Store(DatabaseSettings(path=str(db)), OptimizationFlags(),
+                     project_root=tmp_path) as s:
+        tasks = await s.list_tasks()
+        assert [(t.description, t.status) for t in tasks] == [
+            ("older", TaskStatus.RUNNING), ("newer", TaskStatus.QUEUED)]
+        with pytest.raises(ConflictError):
+            await s.transition(tasks[1].id, TaskStatus.RUNNING)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
