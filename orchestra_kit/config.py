@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -182,6 +183,10 @@ class ServerSettings:
     # package missing at start is a ConfigError naming the key (server/loops, codec).
     event_loop: Literal["asyncio", "uvloop"] = "uvloop"
     json_encoder: Literal["stdlib", "orjson"] = "orjson"
+    idle_timeout_s: float = 30.0
+    body_timeout_s: float = 30.0
+    max_connections: int = 1000
+    max_sse_subscribers_per_task: int = 100
 
     def __post_init__(self) -> None:
         for name, allowed in (("event_loop", EVENT_LOOPS), ("json_encoder", JSON_ENCODERS)):
@@ -191,9 +196,30 @@ class ServerSettings:
         _check(0 <= self.port <= 65535, "server.port", self.port, "must be 0-65535")
         _non_negative(self, "server", "requests_per_minute", "gzip_min_bytes",
                       "shutdown_timeout_s")
-        _positive(self, "server", "rate_limit_burst", "max_body_bytes")
+        _positive(self, "server", "rate_limit_burst", "max_body_bytes", "idle_timeout_s",
+                  "body_timeout_s", "max_connections", "max_sse_subscribers_per_task")
+        _check(self.max_connections <= 1_000_000, "server.max_connections",
+               self.max_connections, "must be <= 1000000")
         for i, k in enumerate(self.api_keys):
-            _check(len(k) >= 8, f"server.api_keys[{i}]", "***", "must be at least 8 characters")
+            key, _ = split_api_key(k)
+            _check(len(key) >= 8, f"server.api_keys[{i}]", "***", "must be at least 8 characters")
+
+    def key_identities(self) -> tuple[tuple[str, str | None], ...]:
+        """``(key, employee name or None)`` for every configured key (``KEY=NAME`` entries
+        bind a key to one employee; a bare key is an operator key, not an identity)."""
+        return tuple(split_api_key(k) for k in self.api_keys)
+
+
+_KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def split_api_key(entry: str) -> tuple[str, str | None]:
+    """``"KEY=NAME"`` -> ``(KEY, NAME)`` when NAME is a valid employee name, else the whole
+    entry is a bare key (so base64 keys ending in ``=`` stay keys)."""
+    key, sep, name = entry.rpartition("=")
+    if sep and key and _KEY_NAME.match(name):
+        return key, name
+    return entry, None
 
 
 _SECTIONS = ("database", "scheduler", "agents", "server", "flags", "chat")
@@ -264,7 +290,7 @@ class Settings:
         flat = {
             k[len("ORCHESTRA_"):].lower().replace("__", "."): v
             for k, v in environ.items()
-            if k.startswith("ORCHESTRA_") and v != ""
+            if k.startswith("ORCHESTRA_") and v != "" and k not in CLIENT_ENV
         }
         return self.with_overrides(flat, source="ORCHESTRA_")
 
@@ -321,6 +347,11 @@ _SECTION_CLASSES: dict[str, type] = {
     "chat": ChatSettings,
 }
 
+#: The CLI verbs' variables (the server's URL and the key to call it): never settings, so
+#: a user's orchestra key is not taken for the LLM provider's key, and ``orchestra serve``
+#: runs in a shell where the CLI is configured. The provider's key is ORCHESTRA_LLM_API_KEY.
+CLIENT_ENV = frozenset({"ORCHESTRA_URL", "ORCHESTRA_API_KEY"})
+
 # The seed's names (JSON sections and environment variables) -> our keys.
 ALIASES: dict[str, str] = {
     "database.max_connections": "database.max_connections",
@@ -344,6 +375,9 @@ ALIASES: dict[str, str] = {
     "http_requests_per_minute": "server.requests_per_minute",
     "agent_backend": "agents.backend",
     "api_keys": "server.api_keys",
+    "llm_api_key": "agents.api_key",
+    # the bare name meant the database's before server.max_connections existed; it still does
+    "max_connections": "database.max_connections",
     "chat_enabled": "chat.enabled",
 }
 
@@ -437,7 +471,10 @@ _PREFIXED_IN_DOCS = frozenset({"chat"})
 
 def reference_markdown() -> str:
     """The configuration reference table (docs/configuration.md is generated from it)."""
-    env_names = {v: k for k, v in ALIASES.items() if "." not in k}
+    env_names: dict[str, list[str]] = {}
+    for k, v in ALIASES.items():
+        if "." not in k:
+            env_names.setdefault(v, []).append(k)
     rows = ["| key | default | environment | seed JSON |", "|---|---|---|---|"]
     defaults = Settings().flat()
     seed_json = {v: k for k, v in ALIASES.items() if "." in k and not k.startswith(v)}
@@ -446,8 +483,10 @@ def reference_markdown() -> str:
         unique = _UNIQUE.get(name) == section and section not in _PREFIXED_IN_DOCS
         bare = name if unique or not section else key.replace(".", "__")
         env = f"`ORCHESTRA_{bare.upper()}`"
-        if key in env_names:
-            env += f", `ORCHESTRA_{env_names[key].upper()}`"
+        if env.strip("`") in CLIENT_ENV:  # the CLI's variable, not a setting
+            env = f"`ORCHESTRA_{key.replace('.', '__').upper()}`"
+        for alias in env_names.get(key, ()):
+            env += f", `ORCHESTRA_{alias.upper()}`"
         seed = f"`{seed_json[key]}`" if key in seed_json else ""
         rows.append(f"| `{key}` | `{defaults.get(key)!r}` | {env} | {seed} |")
     return "\n".join(rows) + "\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import tomllib
 from pathlib import Path
@@ -40,6 +41,33 @@ def _print_report(run_dir: Path, *, charts: bool = True, html: bool = False) -> 
         print(f"\nreport: {write_html_report(run_dir, report=report)}")
 
 
+def _spec_kind(path: str) -> str:
+    try:
+        kind = tomllib.loads(Path(path).read_text(encoding="utf-8")).get("kind", "sweep")
+    except (OSError, tomllib.TOMLDecodeError):
+        return "sweep"  # load_spec reports the problem
+    return str(kind)
+
+
+def _soak(args: argparse.Namespace) -> int:
+    """``orchestra run SOAK.toml``: the soak with faults (lab/soak.py); exit 1 when an
+    acknowledged write was lost or a task is stuck."""
+    from .soak import run_soak
+    from .soak_report import soak_text
+    from .soak_spec import load_soak_spec
+
+    try:
+        spec = load_soak_spec(args.spec, parse_set(args.set))
+        run_dir = asyncio.run(run_soak(spec, results_root=args.results))
+    except OrchestraError as e:
+        print(f"orchestra run: {e}", file=sys.stderr)
+        return 2
+    summary = json.loads((run_dir / "summary.json").read_text())
+    print(soak_text(summary, run_dir))
+    bad = summary["lost_hires_count"] or summary["lost_tasks_count"] or summary["stuck_tasks"]
+    return 1 if bad else 0
+
+
 def run_main(argv: list[str]) -> int:
     """``orchestra run SPEC.toml [--set key=value ...] [--results DIR] [--no-progress]``."""
     parser = argparse.ArgumentParser(prog="orchestra run", description=run_main.__doc__)
@@ -58,6 +86,8 @@ def run_main(argv: list[str]) -> int:
     from .spec import load_spec
     from .sweep import run_experiment
 
+    if _spec_kind(args.spec) == "soak":
+        return _soak(args)
     try:
         spec = load_spec(args.spec, parse_set(args.set))
         where = {"process": "orchestra serve in its own process per point",

@@ -22,6 +22,7 @@ from ..errors import ConfigError
 from ..store.protocol import StoreProtocol
 from . import codec
 from .middleware import build_middleware
+from .protocol import AcceptErrorFilter, GuardedRunner
 from .routes_employees import routes as employee_routes
 from .routes_files import routes as file_routes
 from .routes_slack import chat_context
@@ -185,7 +186,8 @@ class Service:
         self.host = host or settings.server.host
         self._port = settings.server.port if port is None else port
         self.app = create_app(settings, store=store, scheduler=scheduler)
-        self._runner: web.AppRunner | None = None
+        self._runner: GuardedRunner | None = None
+        self._previous_handler: Any = None
         self._reuse_port = reuse_port  # several processes on one port (serve --workers)
         self._closed = False
 
@@ -210,9 +212,10 @@ class Service:
         """Start the components and listen."""
         if self._runner is not None:
             raise RuntimeError("Service.start() called twice")
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+        runner = GuardedRunner(self.app, self.state, access_log=None, handle_signals=False,
                                shutdown_timeout=self.settings.server.shutdown_timeout_s)
         self._runner = runner
+        self._install_accept_filter()
         await runner.setup()
         site = web.TCPSite(runner, self.host, self._port, backlog=4096, reuse_address=True,
                            reuse_port=self._reuse_port or None)
@@ -225,6 +228,12 @@ class Service:
         if self.state.probe is not None and server is not None:
             self.state.probe.connections = lambda: len(server.connections)
 
+    def _install_accept_filter(self) -> None:
+        """Rate-limit asyncio's "accept() out of system resource" lines while we run."""
+        loop = asyncio.get_running_loop()
+        self._previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(AcceptErrorFilter(self._previous_handler))
+
     async def aclose(self) -> None:
         """Drain and stop: in-flight requests finish, the scheduler requeues, store closed."""
         if self._closed or self._runner is None:
@@ -232,7 +241,10 @@ class Service:
             return
         self._closed = True
         self.state.phase = Phase.DRAINING
-        await self._runner.cleanup()
+        try:
+            await self._runner.cleanup()
+        finally:
+            asyncio.get_running_loop().set_exception_handler(self._previous_handler)
 
     async def __aenter__(self) -> Self:
         await self.start()

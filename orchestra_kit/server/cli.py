@@ -81,6 +81,18 @@ async def _serve(settings: Settings, reuse_port: bool = False) -> int:
     return 0
 
 
+def _raise_fd_limit() -> None:
+    """Soft open-file limit up to the hard one: each connection holds a descriptor."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, OSError, ValueError):  # pragma: no cover - not POSIX, or refused
+        pass
+
+
 def _without_workers(argv: list[str]) -> list[str]:
     """``argv`` less ``--workers N`` and ``--port P`` (the supervisor passes its own port)."""
     out: list[str] = []
@@ -115,6 +127,11 @@ def serve_main(argv: list[str]) -> int:
     except OrchestraError as exc:
         print(f"orchestra serve: {exc}", file=sys.stderr)
         return 2
+    if os.environ.get("ORCHESTRA_API_KEY") and not os.environ.get("ORCHESTRA_LLM_API_KEY"):
+        print("orchestra serve: note: ORCHESTRA_API_KEY is the CLI verbs' key for this "
+              "server and is not used here; the LLM provider's key is ORCHESTRA_LLM_API_KEY",
+              file=sys.stderr)
+    _raise_fd_limit()
     try:
         check_workers(args.workers, settings)
     except OrchestraError as exc:

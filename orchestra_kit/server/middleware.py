@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import hdrs, web
 from aiohttp.web_urldispatcher import AbstractRoute
 
-from ..errors import OrchestraError, RateLimitedError
+from ..errors import OrchestraError, RateLimitedError, ValidationError
 from ..ratelimit import KeyedTokenBucket
 from .http import (
     BodyTooLargeError,
@@ -38,7 +38,7 @@ from .http import (
     UnauthorizedError,
     error_response,
 )
-from .state import REQUEST_ID, AppState
+from .state import IDENTITY, REQUEST_ID, AppState
 
 __all__ = ["REQUEST_ID_HEADER", "build_middleware"]
 
@@ -48,6 +48,8 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$").match
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _READS = frozenset({"GET", "HEAD"})
+#: The status recorded for requests whose client disconnected before the answer.
+CLIENT_CLOSED = 499
 # Slack's routes authenticate by request signature (checked by the chat adapter), not
 # by bearer keys, and Slack's few addresses are not rate limited per client.
 _SIGNED_PREFIX = "/slack/"
@@ -63,7 +65,7 @@ class _Pipeline:
         self.metrics = state.metrics
         self.max_body = server.max_body_bytes
         self.gzip_min = server.gzip_min_bytes
-        self.keys = tuple(f"Bearer {k}".encode() for k in server.api_keys)
+        self.keys = tuple((f"Bearer {k}".encode(), name) for k, name in server.key_identities())
         self.limiter = (KeyedTokenBucket(server.requests_per_minute, server.rate_limit_burst)
                         if server.requests_per_minute > 0 else None)
         self.limit_header = str(server.rate_limit_burst)
@@ -77,25 +79,32 @@ class _Pipeline:
         """Keep the server's own paths out of answers (the project root is not public)."""
         if self.root in exc.message:
             exc.message = exc.message.replace(self.root, "<project root>")
+            if isinstance(exc, ValidationError):
+                exc.problem = exc.problem.replace(self.root, "<project root>")
+            if isinstance(exc.details, dict) and isinstance(exc.details.get("errors"), list):
+                for item in exc.details["errors"]:
+                    if isinstance(item, dict) and isinstance(item.get("problem"), str):
+                        item["problem"] = item["problem"].replace(self.root, "<project root>")
         return exc
 
     def label(self, request: web.Request) -> str:
-        route = request.match_info.route
-        label = self.labels.get(route)
-        if label is None:
-            resource = route.resource
-            path = resource.canonical if resource is not None else "(unmatched)"
-            label = self.labels[route] = f"{route.method} {path}"
-        return label
+        return route_label(self.labels, request)
 
     def authenticated(self, request: web.Request) -> bool:
+        """Whether the request carries a configured key; a bound key sets IDENTITY."""
         header = request.headers.get(hdrs.AUTHORIZATION)
         if header is None:
             return False
         given = header.encode("utf-8", "surrogateescape")
         ok = False
-        for key in self.keys:  # no early exit: timing does not tell which key matched
-            ok |= hmac.compare_digest(given, key)
+        identity = None
+        for key, name in self.keys:  # no early exit: timing does not tell which key matched
+            match = hmac.compare_digest(given, key)
+            ok |= match
+            if match:
+                identity = name
+        if identity is not None:
+            request[IDENTITY] = identity
         return ok
 
     def guard(self, request: web.Request, headers: dict[str, str]) -> None:
@@ -142,6 +151,27 @@ class _Pipeline:
                 resp.headers[hdrs.VARY] = hdrs.ACCEPT_ENCODING
 
 
+_HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def route_label(cache: dict[AbstractRoute | None, str], request: web.Request) -> str:
+    """The metrics label of the request's route, cached per registered route.
+
+    aiohttp builds a new system route object for every unmatched request (404/405), so
+    those never enter the cache (it would grow by one entry per request): they get a
+    label from a fixed set instead.
+    """
+    route = request.match_info.route
+    resource = route.resource
+    if resource is None:
+        method = request.method if request.method in _HTTP_METHODS else "OTHER"
+        return f"{method} (unmatched)"
+    label = cache.get(route)
+    if label is None:
+        label = cache[route] = f"{route.method} {resource.canonical}"
+    return label
+
+
 def _from_http_exception(exc: web.HTTPException) -> OrchestraError:
     if isinstance(exc, web.HTTPNotFound):
         return RouteNotFoundError("No such endpoint")
@@ -185,6 +215,12 @@ def build_middleware(state: AppState) -> Any:
             if isinstance(exc, web.HTTPMethodNotAllowed):
                 headers[hdrs.ALLOW] = ",".join(sorted(exc.allowed_methods))
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except ConnectionError:
+            # The client went away (an SSE reader closing its stream, a dropped upload):
+            # nothing to answer and not a server error; counted as 499, nginx's
+            # "client closed request", and left to aiohttp, which closes quietly.
+            metrics.observe(p.label(request), CLIENT_CLOSED, perf_counter() - started)
             raise
         except Exception:
             log.exception("Unhandled error in %s %s (request %s)",

@@ -24,13 +24,14 @@ _MUTATING = {"post", "put", "patch", "delete"}
 _ERROR_TEXT = {
     "400": "Malformed JSON body", "401": "Missing or wrong API key (when keys are configured)",
     "403": "Not allowed for this actor", "404": "Not found", "405": "Method not allowed",
+    "408": "The request body did not arrive in time",
     "409": "Conflict with the current state", "413": "Request body too large",
     "422": "Validation failed (the field is named)", "429": "Rate limited (see Retry-After)",
     "503": "Starting or draining",
 }
 
 NAME_PARAM = {"name": "name", "in": "path", "required": True,
-              "schema": {"type": "string", "pattern": NAME_PATTERN}}
+              "schema": {"type": "string", "pattern": "^(?!batch$)" + NAME_PATTERN[1:]}}
 ID_PARAM = {"name": "id", "in": "path", "required": True,
             "schema": {"type": "integer", "minimum": 0}}
 
@@ -41,9 +42,11 @@ def _q(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 _LIMIT = _q("limit", {"type": "integer", "minimum": 1, "maximum": 10000})
 _OFFSET = _q("offset", {"type": "integer", "minimum": 0, "maximum": 1000000000})
-_EMPLOYEE_Q = _q("employee", {"type": "string", "pattern": NAME_PATTERN})
+#: An empty filter is no filter.
+_EMPLOYEE_Q = _q("employee", {"type": "string", "pattern": "^(|" + NAME_PATTERN[1:-1] + ")$"})
+# An empty filter is no filter: "" is in each enum.
 _TASK_STATUS = _q("status", {"type": "string", "enum": [
-    "queued", "running", "completed", "failed", "cancelled", "timed_out"]})
+    "", "queued", "running", "completed", "failed", "cancelled", "timed_out"]})
 
 _OBJ: dict[str, Any] = {"type": "object"}
 _SSE_EVENT = {"type": "object", "description": "one event: status | progress | file | text",
@@ -67,7 +70,7 @@ OPERATIONS: list[Op] = [
     ("get", "/docs", "API documentation page", None, "200", "html", [], ()),
     ("get", "/employees", "List employees", None, "200", _LIST_OF("employees", "EmployeeOut"),
      [_q("role", {"type": "string"}), _q("smartness", {"type": "string",
-                                                         "enum": ["smart", "normal"]}),
+                                                         "enum": ["", "smart", "normal"]}),
       _LIMIT, _OFFSET], ("422",)),
     ("post", "/employees", "Hire an employee", s.HireBody, "201", s.HireOut, [], ("409",)),
     ("post", "/employees/batch", "Hire up to 1000 employees in one transaction",
@@ -89,23 +92,27 @@ OPERATIONS: list[Op] = [
      "200", _OBJ, [{"name": "id", "in": "path", "required": True,
                     "schema": {"type": "string", "pattern": r"^(\d+|[A-Za-z0-9][A-Za-z0-9_-]{0,63})$"}}],
      ("404", "409", "422")),
-    ("post", "/files/lock", "Lease files", s.LockBody, "200", _OBJ, [], ("404",)),
+    ("post", "/files/lock", "Lease files", s.LockBody, "200", _OBJ, [], ("403", "404")),
     ("post", "/files/release", "Release leases ({name, files?} or ?name= + array)",
      s.ReleaseBody, "200", _OBJ, [_q("name", {"type": "string", "pattern": NAME_PATTERN})],
-     ("404",)),
+     ("403", "404", "409")),
     ("get", "/files", "Active leases", None, "200", _LIST_OF("files", "LeaseOut"),
      [_EMPLOYEE_Q], ("422",)),
     ("post", "/files/requests", "Request a leased file", s.FileRequestBody, "201", _OBJ, [],
-     ("200", "404", "409")),
+     ("200", "403", "404", "409")),
     ("get", "/files/requests", "List file requests", None, "200",
      _LIST_OF("requests", "FileRequestOut"),
-     [_q("status", {"type": "string", "enum": ["pending", "approved", "denied"]}),
+     [_q("status", {"type": "string", "enum": ["", "pending", "approved", "denied"]}),
       _EMPLOYEE_Q], ("422",)),
     ("post", "/files/requests/{id}/approve", "Approve a request (the lease owner)",
      s.ActorBody, "200", _OBJ, [ID_PARAM], ("403", "404", "409")),
     ("post", "/files/requests/{id}/deny", "Deny a request (the lease owner)", s.ActorBody,
      "200", _OBJ, [ID_PARAM], ("403", "404", "409")),
 ]
+
+#: Bodies that may be left out (approve/deny take the actor from the key or X-Actor;
+#: release with ?name= and no body releases everything).
+_OPTIONAL_BODIES = (s.ActorBody, s.ReleaseBody)
 
 _SLACK_HEADERS = [
     {"name": "X-Slack-Signature", "in": "header", "required": False,
@@ -172,7 +179,7 @@ def _operation(op: Op) -> dict[str, Any]:
     if method in _MUTATING:
         errors |= {"401"}
     if body is not None:
-        errors |= {"400", "413", "422"}
+        errors |= {"400", "408", "413", "422"}
     responses: dict[str, Any] = {ok: {"description": "Success", "content": _content(ok_schema)}}
     for code in sorted(errors - {ok}):
         if code == "200":
@@ -181,7 +188,7 @@ def _operation(op: Op) -> dict[str, Any]:
             responses[code] = {"description": _ERROR_TEXT[code], "content": _content(s.ErrorBody)}
     out: dict[str, Any] = {"summary": summary, "parameters": params, "responses": responses}
     if body is not None:
-        out["requestBody"] = {"required": body is not s.ActorBody,
+        out["requestBody"] = {"required": body not in _OPTIONAL_BODIES,
                               "content": _content(body)}
     if method in _MUTATING:
         out["security"] = [{}, {"bearerAuth": []}]

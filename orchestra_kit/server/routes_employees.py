@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import NotFoundError, OrchestraError
+from ..errors import NotFoundError, OrchestraError, ValidationError
 from ..models import Employee, Smartness, validate_employee_name
 from .http import json_response, parse_body, query_choice, query_int
 from .schemas import HireBatchBody, HireBody
@@ -19,6 +19,15 @@ routes = web.RouteTableDef()
 
 _SMARTNESS = frozenset(s.value for s in Smartness)
 _EMPLOYEES = ("employees",)
+#: ``/employees/batch`` is the batch endpoint, never an employee's path: the name is
+#: reserved (hiring it is refused), so that path answers only POST (405 + Allow: POST).
+RESERVED_NAMES = frozenset({"batch"})
+_NAME_PATH = "/employees/{name:(?!batch$)[^/]+}"
+
+
+def _not_reserved(name: str, field: str = "name") -> None:
+    if name in RESERVED_NAMES:
+        raise ValidationError(field, f"{name!r} is reserved (it is the path /employees/{name})")
 
 
 def error_item(error: OrchestraError) -> dict[str, Any]:
@@ -48,6 +57,7 @@ async def list_employees(request: web.Request) -> web.Response:
 async def hire(request: web.Request) -> web.Response:
     """Hire one employee: 201, or 409 when the name is taken."""
     body = await parse_body(request, HireBody)
+    _not_reserved(body.name)
     store = request.app[STATE].require_store()
     employee: Employee = await store.hire(body.name, body.role, str(body.smartness))
     return json_response(
@@ -62,6 +72,8 @@ async def hire_batch(request: web.Request) -> web.Response:
     """Hire up to 1000 employees in one transaction; per-item results."""
     body = await parse_body(request, HireBatchBody)
     store = request.app[STATE].require_store()
+    for i, e in enumerate(body.employees):
+        _not_reserved(e.name, f"employees[{i}].name")
     items = [{"name": e.name, "role": e.role, "smartness": str(e.smartness)}
              for e in body.employees]
     outcomes = await store.hire_many(items)
@@ -86,7 +98,7 @@ def _name_param(request: web.Request) -> str:
     return validate_employee_name(request.match_info["name"], "name")
 
 
-@routes.get("/employees/{name}")
+@routes.get(_NAME_PATH)
 async def get_employee(request: web.Request) -> web.Response:
     """One employee; 404 when absent."""
     name = _name_param(request)
@@ -111,7 +123,7 @@ async def _cached_answer(request: web.Request, store: Any, key: tuple[Any, ...],
     return answer
 
 
-@routes.delete("/employees/{name}")
+@routes.delete(_NAME_PATH)
 async def fire(request: web.Request) -> web.Response:
     """Fire an employee: leases released, requests denied, tasks cancelled and stopped."""
     name = _name_param(request)

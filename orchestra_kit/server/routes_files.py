@@ -7,11 +7,19 @@ from typing import Any
 import pydantic
 from aiohttp import web
 
-from ..errors import ForbiddenError
+from ..errors import ConflictError, ForbiddenError
 from ..models import RequestStatus, normalise_path, validate_employee_name, validate_files
-from .http import json_response, parse_body, path_id, query_choice, read_json, validation_error_from
+from .http import (
+    json_response,
+    parse_body,
+    path_id,
+    query_choice,
+    read_body,
+    read_json,
+    validation_error_from,
+)
 from .schemas import ActorBody, FileRequestBody, LockBody, ReleaseBody
-from .state import STATE
+from .state import IDENTITY, STATE
 
 __all__ = ["routes"]
 
@@ -21,10 +29,20 @@ _REQUEST_STATUSES = frozenset(s.value for s in RequestStatus)
 _PATH_LIST = pydantic.TypeAdapter(list[str], config=pydantic.ConfigDict(strict=True))
 
 
+def _act_as(request: web.Request, name: str, field: str = "name") -> None:
+    """403 when the caller's key is bound to another employee (``KEY=NAME`` keys); operator
+    keys (unbound) and anonymous callers (no keys configured) may act for anyone."""
+    identity = request.get(IDENTITY)
+    if identity is not None and identity != name:
+        raise ForbiddenError(f"This API key belongs to {identity!r}; it cannot act for "
+                             f"{name!r}", details={"field": field, "identity": identity})
+
+
 @routes.post("/files/lock")
 async def lock(request: web.Request) -> web.Response:
     """Lease files for an employee; a status per path."""
     body = await parse_body(request, LockBody)
+    _act_as(request, body.name)
     state = request.app[STATE]
     files = validate_files(state.project_root, body.files)
     result = await state.require_store().lock_files(
@@ -39,9 +57,18 @@ async def _release_args(request: web.Request) -> tuple[str, list[str] | None]:
         body = await parse_body(request, ReleaseBody)
         return body.name, body.files
     validate_employee_name(name, "name")
-    raw = await read_json(request)
+    raw = await read_json(request, "files")
     if raw is None:
         return name, None
+    if isinstance(raw, dict):  # the {name, files?} body with ?name= too: they must agree
+        try:
+            body = ReleaseBody.model_validate(raw, strict=True)
+        except pydantic.ValidationError as exc:
+            raise validation_error_from(exc) from None
+        if body.name != name:
+            raise ConflictError(f"name: the query names {name!r} but the body {body.name!r}",
+                                details={"field": "name"})
+        return name, body.files
     try:
         files = _PATH_LIST.validate_python(raw)
     except pydantic.ValidationError as exc:
@@ -53,6 +80,7 @@ async def _release_args(request: web.Request) -> tuple[str, list[str] | None]:
 async def release(request: web.Request) -> web.Response:
     """Release some or all of an employee's leases; the paths released."""
     name, files = await _release_args(request)
+    _act_as(request, name)
     state = request.app[STATE]
     if files is not None:
         files = validate_files(state.project_root, files)
@@ -74,6 +102,7 @@ async def leases(request: web.Request) -> web.Response:
 async def request_file(request: web.Request) -> web.Response:
     """Ask for a file another employee holds: 201 when a request was created."""
     body = await parse_body(request, FileRequestBody)
+    _act_as(request, body.requester, "requester")
     state = request.app[STATE]
     path = normalise_path(state.project_root, body.path, "path")
     status, req = await state.require_store().request_file(body.requester, path, body.reason)
@@ -94,8 +123,12 @@ async def list_requests(request: web.Request) -> web.Response:
 
 
 async def _actor(request: web.Request) -> str | None:
-    """The actor resolving a request; required (403) when API keys are configured."""
-    raw = await request.read()
+    """The actor resolving a request; required (403) when API keys are configured.
+
+    A key bound to an employee IS that actor (claiming another is 403); with an operator
+    key the claim is taken as given — such keys are not identities (docs/api.md).
+    """
+    raw = await read_body(request, request.app[STATE].settings.server.body_timeout_s)
     actor = None
     if raw.strip():
         actor = (await parse_body(request, ActorBody)).actor
@@ -103,6 +136,11 @@ async def _actor(request: web.Request) -> str | None:
         actor = request.headers.get("X-Actor") or None
         if actor is not None:
             validate_employee_name(actor, "actor")
+    identity = request.get(IDENTITY)
+    if identity is not None:
+        if actor is not None:
+            _act_as(request, actor, "actor")
+        return str(identity)
     if actor is None and request.app[STATE].settings.server.api_keys:
         raise ForbiddenError("Only the lease owner may resolve a request: name it as 'actor'")
     return actor

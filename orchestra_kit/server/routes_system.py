@@ -144,7 +144,8 @@ async def metrics(request: web.Request) -> web.Response:
               **_numeric("store", await _store_stats(state)),
               **_numeric("store_count", await _counts(state)),
               **_numeric("scheduler", _scheduler_stats(state)),
-              **_numeric("llm_limiter", _limiter_stats(state))}
+              **_numeric("llm_limiter", _limiter_stats(state)),
+              **_numeric("server", state.connection_stats() if state.connection_stats else {})}
     text = state.metrics.prometheus_text(gauges)
     return web.Response(body=text, content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})

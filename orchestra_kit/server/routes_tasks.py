@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from aiohttp import web
 
 from ..errors import ConflictError, NotFoundError, OrchestraError
 from ..models import Task, TaskStatus, validate_employee_name, validate_files
-from .http import MAX_ID, dumps, json_response, parse_body, path_id, query_choice, query_int
+from .http import (
+    TooManySubscribersError,
+    dumps,
+    json_response,
+    parse_body,
+    parse_id,
+    path_id,
+    query_choice,
+    query_int,
+)
+from .paths import FilesValidator
 from .routes_employees import error_item
 from .schemas import AssignBatchBody, AssignBody
 from .state import REQUEST_ID, STATE, AppState
@@ -23,10 +34,19 @@ routes = web.RouteTableDef()
 SSE_HEARTBEAT_S = 15.0
 AUTO_HIRE_ROLE = "developer"
 _STATUSES = frozenset(s.value for s in TaskStatus)
+#: ``/tasks/batch`` is the batch endpoint, never a task or employee reference (the name
+#: is reserved), so that path answers only POST.
+_ID_PATH = "/tasks/{id:(?!batch$)[^/]+}"
 
 
-def _submit_kwargs(state: AppState, body: AssignBody, field: str = "files") -> dict[str, Any]:
-    files = validate_files(state.project_root, body.files, field) if body.files else []
+def _submit_kwargs(state: AppState, body: AssignBody, field: str = "files",
+                   check: FilesValidator | None = None) -> dict[str, Any]:
+    if not body.files:
+        files: list[str] = []
+    elif check is not None:
+        files = check(body.files, field)
+    else:
+        files = validate_files(state.project_root, body.files, field)
     return {"priority": body.priority, "model": body.model, "mode": str(body.mode),
             "files": files}
 
@@ -72,15 +92,32 @@ async def assign(request: web.Request) -> web.Response:
     return json_response(_assign_answer(task), status=status)
 
 
+#: Paths in one batch above which their checks run in a worker thread, off the loop.
+BATCH_PATHS_IN_THREAD = 2000
+
+
+async def _batch_items(state: AppState, body: AssignBatchBody) -> list[dict[str, Any]]:
+    """The store items of a batch, files checked once per distinct path (in a thread when
+    there are many, so a maximal batch does not stall every other request)."""
+    check = FilesValidator(state.project_root)
+
+    def build() -> list[dict[str, Any]]:
+        return [{"employee": t.name, "description": t.task,
+                 **_submit_kwargs(state, t, f"tasks[{i}].files", check)}
+                for i, t in enumerate(body.tasks)]
+
+    if sum(len(t.files) for t in body.tasks) > BATCH_PATHS_IN_THREAD:
+        return await asyncio.to_thread(build)
+    return build()
+
+
 @routes.post("/tasks/batch")
 async def assign_batch(request: web.Request) -> web.Response:
     """Queue up to 1000 tasks in one transaction; per-item results."""
     body = await parse_body(request, AssignBatchBody)
     state = request.app[STATE]
     scheduler = state.require_scheduler()
-    items = [{"employee": t.name, "description": t.task,
-              **_submit_kwargs(state, t, f"tasks[{i}].files")}
-             for i, t in enumerate(body.tasks)]
+    items = await _batch_items(state, body)
     if state.settings.scheduler.auto_hire:
         await _auto_hire(state, {i["employee"] for i in items})
     outcomes = await scheduler.submit_many(items)
@@ -116,11 +153,9 @@ async def list_tasks(request: web.Request) -> web.Response:
     return json_response({"tasks": [t.to_dict() for t in tasks]})
 
 
-@routes.get("/tasks/{id}")
+@routes.get(_ID_PATH)
 async def get_task(request: web.Request) -> web.Response:
     """One task; 404 when absent (or not a task id)."""
-    if not request.match_info["id"].isdigit():
-        raise NotFoundError(f"No task {request.match_info['id'][:40]!r}")
     task_id = path_id(request, "task")
     task = await request.app[STATE].require_store().get_task(task_id)
     if task is None:
@@ -141,29 +176,58 @@ async def task_events(request: web.Request) -> web.StreamResponse:
         await state.require_store().get_task(task_id)
     if task is None:
         raise NotFoundError(f"No task {task_id}")
-    resp = web.StreamResponse(headers={
-        "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no", "X-Request-ID": request[REQUEST_ID]})
-    await resp.prepare(request)
-    if scheduler is None:
-        await resp.write(_sse("status", {"task_id": task.id, "kind": "status",
-                                         "status": str(task.status), "progress": task.progress,
-                                         "data": {}, "t": 0.0}))
-    else:
-        await _stream(resp, scheduler.subscribe(task_id, heartbeat_s=SSE_HEARTBEAT_S))
-    await resp.write_eof()
+    with _subscriber_slot(state, task_id):
+        scheduler = state.scheduler
+        resp = web.StreamResponse(headers={
+            "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no", "X-Request-ID": request[REQUEST_ID]})
+        await resp.prepare(request)
+        if scheduler is None:
+            await resp.write(_sse("status", {
+                "task_id": task.id, "kind": "status", "status": str(task.status),
+                "progress": task.progress, "data": {}, "t": 0.0}))
+        else:
+            await _stream(resp, scheduler.subscribe(task_id, heartbeat_s=SSE_HEARTBEAT_S),
+                          getattr(request.protocol, "lost", None))
+        await resp.write_eof()
     return resp
+
+
+@contextlib.contextmanager
+def _subscriber_slot(state: AppState, task_id: int) -> Iterator[None]:
+    """One of the task's ``server.max_sse_subscribers_per_task`` stream slots (429 when
+    all are taken: each stream costs memory and a scheduler subscription)."""
+    cap = state.settings.server.max_sse_subscribers_per_task
+    streams = state.sse_streams
+    if streams.get(task_id, 0) >= cap:
+        raise TooManySubscribersError(
+            f"Task {task_id} already has {cap} open event streams; retry later",
+            details={"limit": cap})
+    streams[task_id] = streams.get(task_id, 0) + 1
+    try:
+        yield
+    finally:
+        left = streams[task_id] - 1
+        if left:
+            streams[task_id] = left
+        else:
+            del streams[task_id]
 
 
 def _sse(kind: str, data: dict[str, Any]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + dumps(data) + b"\n\n"
 
 
-async def _stream(resp: web.StreamResponse, events: AsyncIterator[Any]) -> None:
+async def _stream(resp: web.StreamResponse, events: AsyncIterator[Any],
+                  lost: asyncio.Future[None] | None) -> None:
     """Write events until the iterator ends (terminal status, or the service drains);
-    ``None`` from the iterator is a heartbeat."""
+    ``None`` from the iterator is a heartbeat. Ends with ConnectionResetError as soon as
+    ``lost`` (the client disconnected) is done, even between events."""
     try:
-        async for event in events:
+        while True:
+            event = await _next_or_lost(events, lost)
+            if event is _END:
+                break
             if event is None:
                 await resp.write(b": heartbeat\n\n")
             else:
@@ -174,15 +238,36 @@ async def _stream(resp: web.StreamResponse, events: AsyncIterator[Any]) -> None:
             await aclose()
 
 
-@routes.delete("/tasks/{id}")
+_END = object()
+
+
+async def _next_or_lost(events: AsyncIterator[Any], lost: asyncio.Future[None] | None) -> Any:
+    """The next event (``_END`` at the end), or ConnectionResetError when ``lost`` is done."""
+    nxt = asyncio.ensure_future(anext(events, _END))
+    if lost is None:
+        return await nxt
+    try:
+        await asyncio.wait((nxt, lost), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not nxt.done():
+            nxt.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await nxt
+    if nxt.cancelled() or not nxt.done():
+        raise ConnectionResetError("The event stream's reader disconnected")
+    return nxt.result()
+
+
+@routes.delete(_ID_PATH)
 async def cancel(request: web.Request) -> web.Response:
     """Cancel a task by id; or, given an employee name, that employee's tasks (original)."""
     ref = request.match_info["id"]
     state = request.app[STATE]
-    if ref.isdigit():
-        if int(ref) > MAX_ID:
-            raise NotFoundError(f"No task {ref}")
-        task: Task = await state.require_scheduler().cancel(int(ref))
+    if ref.isascii() and ref.isdigit():
+        task_id = parse_id(ref)
+        if task_id is None:
+            raise NotFoundError(f"No task {ref[:40]!r}")
+        task: Task = await state.require_scheduler().cancel(task_id)
         return json_response({"message": f"Task {task.id} is {task.status}",
                               "task": task.to_dict()})
     name = validate_employee_name(ref, "name")

@@ -10,10 +10,12 @@ Response models exist for the OpenAPI document only; handlers build plain dicts.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
+from ..errors import ValidationError
 from ..models import (
     MAX_DESCRIPTION_CHARS,
     MAX_FILES_PER_CALL,
@@ -22,6 +24,7 @@ from ..models import (
     TaskMode,
     validate_description,
     validate_employee_name,
+    validate_model,
     validate_priority,
     validate_role,
 )
@@ -39,9 +42,18 @@ __all__ = [
 ]
 
 MAX_BATCH = 1000
+MAX_ID = 2**63 - 1  # SQLite's largest integer key
 MAX_MODEL_CHARS = 200
 MAX_REASON_CHARS = 2000
-_PATH_PATTERN = r"^[^\x00]+$"
+# What the server accepts, as JSON Schema patterns (a fuzzer checks both directions):
+# a path relative to the project root, with no `..` segment, not the root itself, not
+# blank (absolute paths inside the root are accepted too, but cannot be described here).
+_PATH_PATTERN = (r"^(?![/\\])(?!.*(^|[/\\])\.\.([/\\]|$))(?!\.?([/\\]+\.?)*[/\\]*$)"
+                 r"(?=.*\S)[^\x00]+$")
+#: A role: no control characters (not even around it), one non-space at least.
+ROLE_PATTERN = r"^[^\x00-\x1f]*[^\x00-\x1f\s][^\x00-\x1f]*$"
+_CONTROL = re.compile(r"[\x00-\x1f]")
+MAX_ROLE_CHARS = 50
 
 
 def _name(v: Any) -> str:
@@ -49,29 +61,58 @@ def _name(v: Any) -> str:
 
 
 def _role(v: Any) -> str:
+    if isinstance(v, str) and len(v) > MAX_ROLE_CHARS:  # the raw text, as the schema says
+        raise ValidationError("role", f"must be at most {MAX_ROLE_CHARS} characters")
+    if isinstance(v, str) and _CONTROL.search(v):  # a tab or newline around it too
+        raise ValidationError("role", "must not contain control characters")
     return validate_role(v, "role")
 
 
+def _integral(v: Any) -> Any:
+    """``5.0`` is the integer 5 (JSON Schema's ``integer``); booleans stay refused."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
 def _priority(v: Any) -> int:
-    return validate_priority(v, "priority")
+    return validate_priority(_integral(v), "priority")
 
 
 def _description(v: Any) -> str:
     return validate_description(v, "description")
 
 
+# A BeforeValidator makes pydantic drop the Field constraints from the JSON Schema, so
+# each type states its schema explicitly (the OpenAPI document and fuzzers rely on it).
 EmployeeName = Annotated[
-    str, BeforeValidator(_name), Field(pattern=NAME_PATTERN, min_length=1, max_length=64)
+    str, BeforeValidator(_name),
+    WithJsonSchema({"type": "string", "pattern": NAME_PATTERN, "minLength": 1, "maxLength": 64}),
 ]
 Role = Annotated[
-    str, BeforeValidator(_role), Field(min_length=1, max_length=50, pattern=r"^[^\x00-\x1f]*\S")
+    str, BeforeValidator(_role),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_ROLE_CHARS,
+                    "pattern": ROLE_PATTERN}),
 ]
-Priority = Annotated[int, BeforeValidator(_priority), Field(ge=0, le=10)]
+Priority = Annotated[int, BeforeValidator(_priority),
+                     WithJsonSchema({"type": "integer", "minimum": 0, "maximum": 10})]
 Description = Annotated[
     str, BeforeValidator(_description),
-    Field(min_length=1, max_length=MAX_DESCRIPTION_CHARS, pattern=r"^[^\x00]*\S[^\x00]*$"),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_DESCRIPTION_CHARS,
+                    "pattern": r"^[^\x00]*[^\x00\s][^\x00]*$"}),
 ]
-FilePath = Annotated[str, Field(min_length=1, max_length=1024, pattern=_PATH_PATTERN)]
+# The pattern is for the spec only (pydantic's regex engine has no look-around); the
+# server's rule is models.normalise_path, which the pattern describes.
+FilePath = Annotated[str, Field(min_length=1, max_length=1024),
+                     WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 1024,
+                                     "pattern": _PATH_PATTERN})]
+ModelName = Annotated[
+    str, BeforeValidator(lambda v: validate_model(v, "model")),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_MODEL_CHARS,
+                    "pattern": r"^[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\s][^\x00-\x1f\x7f]*$"}),
+]
+TaskId = Annotated[int, BeforeValidator(_integral), Field(ge=1, le=MAX_ID),
+                   WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_ID})]
 
 _STRICT = ConfigDict(strict=True, extra="forbid", populate_by_name=False)
 
@@ -98,7 +139,7 @@ class AssignBody(BaseModel):
     model_config = _STRICT
     name: EmployeeName = Field(validation_alias=AliasChoices("name", "employee"))
     task: Description = Field(validation_alias=AliasChoices("task", "description"))
-    model: Annotated[str, Field(min_length=1, max_length=MAX_MODEL_CHARS)] | None = None
+    model: ModelName | None = None
     mode: TaskMode = TaskMode.BUILD
     priority: Priority = 5
     files: list[FilePath] = Field(default_factory=list, max_length=MAX_FILES_PER_CALL)
@@ -118,7 +159,7 @@ class LockBody(BaseModel):
     name: EmployeeName
     files: list[FilePath] = Field(min_length=1, max_length=MAX_FILES_PER_CALL)
     description: Annotated[str, Field(max_length=MAX_DESCRIPTION_CHARS)] = ""
-    task_id: Annotated[int, Field(ge=1)] | None = None
+    task_id: TaskId | None = None
 
 
 class ReleaseBody(BaseModel):

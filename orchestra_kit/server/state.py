@@ -21,7 +21,7 @@ from ..errors import ServiceUnavailableError
 from ..metrics import Metrics
 from ..store.protocol import StoreProtocol
 
-__all__ = ["REQUEST_ID", "STATE", "AppState", "Phase"]
+__all__ = ["IDENTITY", "REQUEST_ID", "STATE", "AppState", "Phase"]
 
 
 class Phase(enum.StrEnum):
@@ -54,6 +54,10 @@ class AppState:
     probe: Any = None
     id_prefix: str = field(default_factory=lambda: os.urandom(4).hex())
     _next_id: int = 0
+    #: Open/refused connection counts (set by the runner; None in bare test apps).
+    connection_stats: Any = None
+    #: Open SSE streams per task id (bounded by ``server.max_sse_subscribers_per_task``).
+    sse_streams: dict[int, int] = field(default_factory=dict)
 
     def new_request_id(self) -> str:
         """A process-unique request id (cheap: a random prefix and a counter)."""
@@ -76,3 +80,6 @@ class AppState:
 STATE: web.AppKey[AppState] = web.AppKey("orchestra_state", AppState)
 #: The request id of the current request (set by the pipeline middleware).
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+#: The employee the caller's API key is bound to (``server.api_keys`` entry ``KEY=NAME``);
+#: absent for anonymous callers and operator (unbound) keys.
+IDENTITY: web.RequestKey[str] = web.RequestKey("identity", str)

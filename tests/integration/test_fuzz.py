@@ -1,7 +1,12 @@
-"""Schemathesis against /openapi.json of a live server: no 5xx, answers conform to the spec.
+"""Schemathesis against /openapi.json of a live server: no 5xx, no spec mismatch.
 
 The server runs as `orchestra serve` in a subprocess (fresh database, simulated backend)
-and the `st` CLI fuzzes it with a fixed seed and a bounded number of cases per operation.
+and the `st` CLI fuzzes it with `--checks all` (server errors, status codes, content
+types, response schemas, schema-valid requests rejected, schema-violating requests
+accepted, Allow headers ...) over several fixed seeds, each with few cases per operation
+so CI stays short. A bigger sweep by hand: `st run URL/openapi.json --checks all
+--phases fuzzing,stateful -n 30 --seed N`. (The coverage phase is left out: schemathesis
+4.32 does not finish it on the bodies' name/role patterns.)
 """
 
 from __future__ import annotations
@@ -18,13 +23,13 @@ import pytest
 
 SERVE = "import sys; from orchestra_kit.server.cli import serve_main; sys.exit(serve_main(sys.argv[1:]))"
 ST = shutil.which("st", path=str(Path(sys.executable).parent)) or shutil.which("st")
-CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
-          "response_schema_conformance")
+SEEDS = (7, 11, 23)
 
 pytestmark = pytest.mark.skipif(ST is None, reason="schemathesis (st) is not installed")
 
 
-async def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("seed", SEEDS)
+async def test_schemathesis_finds_nothing(tmp_path: Path, seed: int) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRA_")}
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-c", SERVE, "--port", "0", "--db", str(tmp_path / "o.db"),
@@ -38,8 +43,10 @@ async def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
         url = re.search(r"serving on (http://\S+)", line)
         assert url, line
         fuzz = await asyncio.create_subprocess_exec(
-            str(ST), "run", f"{url.group(1)}/openapi.json", "--max-examples", "8",
-            "--phases", "fuzzing", "--checks", CHECKS, "--seed", "7",
+            str(ST), "run", f"{url.group(1)}/openapi.json", "--max-examples", "5",
+            "--phases", "fuzzing,stateful", "--checks", "all", "--seed", str(seed),
+            # DELETE /tasks/{id} cancels: the task stays readable, as docs/api.md says
+            "--exclude-checks", "use_after_free",
             "--generation-database", "none", "--no-color", "--workers", "2",
             "--request-timeout", "10",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path,
@@ -54,5 +61,5 @@ async def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
     report = out.decode(errors="replace")
     assert fuzz.returncode == 0, report[-6000:]
     generated = re.search(r"(\d+) generated", report)
-    assert generated and int(generated.group(1)) >= 100, report[-2000:]
+    assert generated and int(generated.group(1)) >= 80, report[-2000:]
     assert server.returncode == 0

@@ -3,6 +3,7 @@ naming the key."""
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from orchestra_kit.errors import ConfigError
 from orchestra_kit.lab.cli import parse_set
+from orchestra_kit.lab.soak_spec import load_soak_spec
 from orchestra_kit.lab.spec import load_spec, parse_spec
 
 EXPERIMENTS = Path(__file__).parents[2] / "experiments"
@@ -22,6 +24,10 @@ def base() -> dict[str, Any]:
 
 @pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("*.toml")), ids=lambda p: p.name)
 def test_shipped_specs_are_valid(path: Path) -> None:
+    if tomllib.loads(path.read_text()).get("kind") == "soak":
+        soak = load_soak_spec(path)
+        assert soak.name == path.stem and soak.duration_s > soak.restart_every_s > 0
+        return
     spec = load_spec(path)
     assert spec.points() and spec.name == path.stem
 
