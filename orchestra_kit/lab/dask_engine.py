@@ -138,8 +138,10 @@ async def _describe(fut: Any) -> str:
 
 
 @asynccontextmanager
-async def dask_engine(scheduler_address: str = "", n_workers: int = 1) -> AsyncIterator[DaskEngine]:
-    """A :class:`DaskEngine` on ``scheduler_address``, or on a ``LocalCluster`` of
+async def dask_engine(scheduler_address: str = "", n_workers: int = 1, *,
+                      connect_timeout_s: float = CONNECT_TIMEOUT_S) -> AsyncIterator[DaskEngine]:
+    """A :class:`DaskEngine` on ``scheduler_address`` (a :class:`WorkerFailed` when it
+    cannot be reached within ``connect_timeout_s``), or on a ``LocalCluster`` of
     ``n_workers`` single-threaded processes on 127.0.0.1 (closed on exit)."""
     import dask
     from distributed import Client, LocalCluster
@@ -148,8 +150,8 @@ async def dask_engine(scheduler_address: str = "", n_workers: int = 1) -> AsyncI
         try:
             client = await asyncio.wait_for(
                 Client(scheduler_address, asynchronous=True,  # type: ignore[no-untyped-call]
-                       timeout=CONNECT_TIMEOUT_S),
-                CONNECT_TIMEOUT_S + 5)
+                       timeout=connect_timeout_s),
+                connect_timeout_s + 5)
         except (OSError, TimeoutError) as exc:
             raise WorkerFailed(f"cannot reach dask scheduler {scheduler_address}: {exc}") from exc
         try:
@@ -164,6 +166,6 @@ async def dask_engine(scheduler_address: str = "", n_workers: int = 1) -> AsyncI
             dashboard_address=None, memory_limit=0, asynchronous=True)
         async with cluster_cm as cluster, \
                 Client(cluster, asynchronous=True) as client:  # type: ignore[no-untyped-call]
-            await client.wait_for_workers(n_workers, timeout=CONNECT_TIMEOUT_S * 2)
+            await client.wait_for_workers(n_workers, timeout=connect_timeout_s * 2)
             await client.run(_warm)
             yield DaskEngine(client=client, local=True)

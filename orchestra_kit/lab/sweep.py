@@ -5,7 +5,8 @@ CLI's ``asyncio.run``. Each (point, repeat) gets its own target (see
 :mod:`orchestra_kit.lab.target`): by default ``orchestra serve`` in a child process on
 127.0.0.1 with a fresh database, its log under ``RUN_DIR/service/``; or the service in
 this process (``inprocess``); or the spec's URL. The load comes from this process or
-from ``[generator] processes`` worker processes (:mod:`orchestra_kit.lab.workers`).
+from ``[generator] processes`` worker processes (:mod:`orchestra_kit.lab.workers`), or
+from dask.distributed workers with ``engine = "dask"`` (:mod:`orchestra_kit.lab.dask_engine`).
 Results go to ``results/NAME/RUN_ID/`` (see docs/results-schema.md). A point that
 fails (the service does not start, a worker dies, the workload's setup is refused) is
 recorded as a row with ``point_error`` and listed in the manifest's ``failed_points``;

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from lab_workloads import DieInWorker
+from lab_workloads import DieInWorker, GetPath
 
 from orchestra_kit.lab.dask_engine import dask_engine
 from orchestra_kit.lab.loadgen import OpenLoop
@@ -67,3 +67,30 @@ async def test_too_few_dask_workers_is_a_clear_error(truth_url: str) -> None:
     async with dask_engine(n_workers=1) as engine:
         with pytest.raises(WorkerFailed, match="has 1 worker"):
             await engine.run(slices, model=model, duration_s=0.2)
+
+
+async def test_an_existing_scheduler_runs_one_slice_per_worker(truth_url: str) -> None:
+    from distributed import LocalCluster
+
+    model = OpenLoop(rate_rps=40, arrival="constant")
+    slices = [WorkerSlice(url=truth_url, workload=GetPath("/health"), model=model, part=p,
+                          duration_s=0.5, client="raw") for p in split(model, 0.5, None, 0, 2)]
+    cluster_cm = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,  # type: ignore[no-untyped-call]
+                              host="127.0.0.1", dashboard_address=None, asynchronous=True)
+    async with cluster_cm as cluster, dask_engine(cluster.scheduler_address) as engine:
+        assert not engine.local and await engine.count() == 2
+        run = await engine.run(slices, model=model, duration_s=0.5)
+    assert [r.index for r in run.records] == list(range(20))
+    assert {r.worker for r in run.records} == {0, 1} and all(r.ok for r in run.records)
+    assert run.generator["engine"] == "dask" and run.generator["processes"] == 2
+
+
+async def test_an_unreachable_scheduler_is_a_clear_error() -> None:
+    import socket
+
+    with socket.socket() as s:  # a free port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(WorkerFailed, match="cannot reach dask scheduler"):
+        async with dask_engine(f"tcp://127.0.0.1:{port}", connect_timeout_s=1.0):
+            pass
