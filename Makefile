@@ -7,7 +7,7 @@ OPENCODE_VERSION := 1.18.33
 OPENCODE_DIR     := .tools/opencode
 OPENCODE_BIN     := $(OPENCODE_DIR)/node_modules/.bin/opencode
 
-.PHONY: setup lint test sweep lab bench opencode postgres clean notebooks-full
+.PHONY: setup lint test sweep lab bench opencode postgres chromium clean notebooks-full
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev,lab]'
 	touch $(STAMP)
 
-setup: $(STAMP) opencode postgres
+setup: $(STAMP) opencode postgres chromium
 
 # The PostgreSQL server binaries for the second store backend and its tests
 # (orchestra_kit/store/pgserver.py starts throwaway clusters with them).
@@ -24,6 +24,12 @@ postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 		$(SUDO) apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q postgresql; }
+
+# Debian's Chromium for tests/browser (Playwright drives it; no browser is ever downloaded).
+# Instant when present; without root it warns, and the browser tests skip (fail under CI).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium) \
+		|| echo "warning: could not install chromium: tests/browser will be skipped" >&2
 
 $(OPENCODE_BIN):
 	mkdir -p $(OPENCODE_DIR)
@@ -36,7 +42,7 @@ lint: $(STAMP)
 	$(BIN)/mypy orchestra_kit
 	$(BIN)/lint-imports
 
-test: $(STAMP) $(OPENCODE_BIN) postgres lint
+test: $(STAMP) $(OPENCODE_BIN) postgres chromium lint
 	$(BIN)/python -m pytest -q --nbmake --nbmake-timeout=300 tests notebooks
 
 sweep: $(STAMP)
@@ -48,7 +54,8 @@ bench: $(STAMP)
 	$(BIN)/orchestra bench http
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab --no-browser --ip=127.0.0.1 --allow-root notebooks/
+	$(BIN)/jupyter lab --no-browser --ip=127.0.0.1 --allow-root --ServerApp.root_dir=. \
+		--LabApp.default_url=/lab/tree/notebooks
 
 clean:
 	rm -rf $(VENV) $(OPENCODE_DIR) .pytest_cache

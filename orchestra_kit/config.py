@@ -36,6 +36,8 @@ __all__ = [
 ]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+EVENT_LOOPS = ("asyncio", "uvloop")
+JSON_ENCODERS = ("stdlib", "orjson")
 BACKENDS = ("simulated", "openai", "opencode")
 
 
@@ -176,8 +178,15 @@ class ServerSettings:
     max_body_bytes: int = 1_048_576
     gzip_min_bytes: int = 1024
     shutdown_timeout_s: float = 10.0
+    # orchestra serve's own loop, and the encoder of every answer (process-wide); a
+    # package missing at start is a ConfigError naming the key (server/loops, codec).
+    event_loop: Literal["asyncio", "uvloop"] = "uvloop"
+    json_encoder: Literal["stdlib", "orjson"] = "orjson"
 
     def __post_init__(self) -> None:
+        for name, allowed in (("event_loop", EVENT_LOOPS), ("json_encoder", JSON_ENCODERS)):
+            _check(getattr(self, name) in allowed, f"server.{name}", getattr(self, name),
+                   f"must be one of {', '.join(allowed)}")
         _check(bool(self.host), "server.host", self.host, "must not be empty")
         _check(0 <= self.port <= 65535, "server.port", self.port, "must be 0-65535")
         _non_negative(self, "server", "requests_per_minute", "gzip_min_bytes",

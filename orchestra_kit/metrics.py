@@ -29,20 +29,31 @@ HIGHEST_US = 60_000_000  # one minute; longer requests are clamped to it, never 
 SIGNIFICANT_DIGITS = 3  # the overall histogram
 ROUTE_SIGNIFICANT_DIGITS = 2  # per route: 1 % buckets keep scrapes cheap with many routes
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
+_KEPT_BITS = 11  # latency rounding before the histogram: < 0.1 % (histograms: 1 % / 0.1 %)
+_MAX_PENDING = 4096
 
 
 class RouteStats:
-    """Latency histogram and status counts of one ``METHOD /route``."""
+    """Latency histogram and status counts of one ``METHOD /route``.
 
-    __slots__ = ("by_class", "clamped", "count", "hist", "max_us", "sum_us")
+    Recording is on every request's path, and ``HdrHistogram.record_value`` is pure
+    Python (~2 µs; py-spy showed it twice per request). So a request only bumps a count
+    in a dict keyed by its latency rounded to 11 significant bits (finer than the
+    histograms' own buckets, so no precision is lost), and the counts go into the
+    histogram — one ``record_value(value, count)`` per distinct value — when it is read
+    or the dict grows large.
+    """
+
+    __slots__ = ("_hist", "_pending", "by_class", "clamped", "count", "max_us", "sum_us")
 
     def __init__(self, significant_digits: int = SIGNIFICANT_DIGITS) -> None:
-        self.hist = HdrHistogram(LOWEST_US, HIGHEST_US, significant_digits)
+        self._hist = HdrHistogram(LOWEST_US, HIGHEST_US, significant_digits)
         self.count = 0
         self.sum_us = 0
         self.max_us = 0
         self.clamped = 0
         self.by_class = [0, 0, 0, 0, 0, 0]  # index = status // 100
+        self._pending: dict[int, int] = {}
 
     def record(self, status: int, latency_us: int) -> None:
         """Count one answer; out-of-range latencies are clamped and counted."""
@@ -51,12 +62,29 @@ class RouteStats:
         elif latency_us > HIGHEST_US:
             latency_us = HIGHEST_US
             self.clamped += 1
-        self.hist.record_value(latency_us)
+        shift = latency_us.bit_length() - _KEPT_BITS
+        key = (latency_us >> shift) << shift if shift > 0 else latency_us
+        pending = self._pending
+        pending[key] = pending.get(key, 0) + 1
+        if len(pending) > _MAX_PENDING:
+            self.flush()
         self.count += 1
         self.sum_us += latency_us
         self.max_us = max(self.max_us, latency_us)
         cls = status // 100
         self.by_class[cls if 0 <= cls <= 5 else 0] += 1
+
+    def flush(self) -> None:
+        """Move the pending counts into the histogram."""
+        pending, self._pending = self._pending, {}
+        for value, n in pending.items():
+            self._hist.record_value(value, n)
+
+    @property
+    def hist(self) -> HdrHistogram:
+        """The histogram, with every recorded latency in it."""
+        self.flush()
+        return self._hist
 
     def percentiles_us(self) -> dict[float, int]:
         """``{percentile: µs}`` in one pass over the histogram, capped at the exact maximum."""

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
         run_chat_point,
         run_chat_sweep,
     )
-    from orchestra_kit.lab.compare import Comparison, compare
+    from orchestra_kit.lab.comparison import Comparison, compare
     from orchestra_kit.lab.genbench import measure_generator
     from orchestra_kit.lab.histogram import LatencyHistogram
     from orchestra_kit.lab.loadgen import ClosedLoop, OpenLoop, run_load
@@ -50,6 +50,13 @@ if TYPE_CHECKING:
     )
     from orchestra_kit.lab.plots_chat import plot_chat_latency
     from orchestra_kit.lab.report import Report, build_report, compare_runs
+    from orchestra_kit.lab.report_html import (
+        ReportLink,
+        compare_report,
+        html_report,
+        write_compare_html,
+        write_html_report,
+    )
     from orchestra_kit.lab.results import RunData, Slo, latest_run, load_run
     from orchestra_kit.lab.scaleout import plot_scaleout, run_scaleout_bench, scaleout_frame
     from orchestra_kit.lab.seedtable import SeedTable, measure_seed_table
@@ -77,6 +84,7 @@ __all__ = [
     "PanelRun",
     "PointDone",
     "Report",
+    "ReportLink",
     "RunData",
     "SeedTable",
     "Slo",
@@ -87,11 +95,13 @@ __all__ = [
     "build_report",
     "chat_demo",
     "compare",
+    "compare_report",
     "compare_runs",
     "describe_run",
     "fit_usl",
     "fit_usl_points",
     "geometric_knee",
+    "html_report",
     "latest_run",
     "load_chat_run",
     "load_run",
@@ -121,11 +131,13 @@ __all__ = [
     "summary_table",
     "throughput_knee",
     "watch_tasks",
+    "write_compare_html",
+    "write_html_report",
 ]
 
 _WHERE = {
     "ClosedLoop": "orchestra_kit.lab.loadgen",
-    "Comparison": "orchestra_kit.lab.compare",
+    "Comparison": "orchestra_kit.lab.comparison",
     "chat_demo": "orchestra_kit.lab.chat_lab",
     "load_chat_run": "orchestra_kit.lab.chat_lab",
     "plot_chat_latency": "orchestra_kit.lab.plots_chat",
@@ -139,6 +151,7 @@ _WHERE = {
     "PanelRun": "orchestra_kit.lab.widgets",
     "PointDone": "orchestra_kit.lab.sweep",
     "Report": "orchestra_kit.lab.report",
+    "ReportLink": "orchestra_kit.lab.report_html",
     "RunData": "orchestra_kit.lab.results",
     "SETTINGS_KNOBS": "orchestra_kit.lab.widgets",
     "SeedTable": "orchestra_kit.lab.seedtable",
@@ -148,12 +161,14 @@ _WHERE = {
     "WorkerSlice": "orchestra_kit.lab.workers",
     "audit": "orchestra_kit.lab.analysis",
     "build_report": "orchestra_kit.lab.report",
-    "compare": "orchestra_kit.lab.compare",
+    "compare": "orchestra_kit.lab.comparison",
+    "compare_report": "orchestra_kit.lab.report_html",
     "compare_runs": "orchestra_kit.lab.report",
     "describe_run": "orchestra_kit.lab.analysis",
     "fit_usl": "orchestra_kit.lab.analysis",
     "fit_usl_points": "orchestra_kit.lab.analysis",
     "geometric_knee": "orchestra_kit.lab.analysis",
+    "html_report": "orchestra_kit.lab.report_html",
     "latest_run": "orchestra_kit.lab.results",
     "load_run": "orchestra_kit.lab.results",
     "load_spec": "orchestra_kit.lab.spec",
@@ -179,5 +194,7 @@ _WHERE = {
     "summary_table": "orchestra_kit.lab.analysis",
     "throughput_knee": "orchestra_kit.lab.analysis",
     "watch_tasks": "orchestra_kit.lab.widgets",
+    "write_compare_html": "orchestra_kit.lab.report_html",
+    "write_html_report": "orchestra_kit.lab.report_html",
 }
 __getattr__ = lazy_getattr(__name__, _WHERE)

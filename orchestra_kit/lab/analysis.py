@@ -3,7 +3,7 @@
 All functions take the per-point table of a run (one row per point and repeat; see
 :mod:`orchestra_kit.lab.results`) and average over repeats where a single value per
 load is needed. The USL fit lives in :mod:`orchestra_kit.lab.usl` and run-to-run
-comparison in :mod:`orchestra_kit.lab.compare`; both are re-exported here.
+comparison in :mod:`orchestra_kit.lab.comparison`; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from orchestra_kit.errors import ValidationError
-from orchestra_kit.lab.audit import AUDIT_BOUNDS, _is_open_loop, audit
-from orchestra_kit.lab.compare import Comparison, compare
+from orchestra_kit.lab.comparison import Comparison, compare
 from orchestra_kit.lab.results import SUMMARY_COLUMNS
+from orchestra_kit.lab.selfaudit import AUDIT_BOUNDS, _is_open_loop, audit
 from orchestra_kit.lab.usl import UslFit, fit_usl
 
 __all__ = [

@@ -29,11 +29,15 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _print_report(run_dir: Path, *, charts: bool = True) -> None:
+def _print_report(run_dir: Path, *, charts: bool = True, html: bool = False) -> None:
     from .report import build_report
 
     report = build_report(run_dir, charts=charts)
     print(report.text())
+    if html:
+        from .report_html import write_html_report
+
+        print(f"\nreport: {write_html_report(run_dir, report=report)}")
 
 
 def run_main(argv: list[str]) -> int:
@@ -45,6 +49,8 @@ def run_main(argv: list[str]) -> int:
     parser.add_argument("--results", default="results", help="results root (default: results/)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--no-charts", action="store_true", help="skip the charts")
+    parser.add_argument("--no-html", action="store_true",
+                        help="do not write RUN_DIR/report.html (written by default)")
     parser.add_argument("--no-calibration", action="store_true",
                         help="do not measure the generator's capacity when no calibration "
                              "is cached (the manifest then records none)")
@@ -63,7 +69,7 @@ def run_main(argv: list[str]) -> int:
             run_dir = runner.run(run_experiment(spec, results_root=args.results,
                                                 progress=not args.no_progress,
                                                 calibration=not args.no_calibration))
-        _print_report(run_dir, charts=not args.no_charts)
+        _print_report(run_dir, charts=not args.no_charts, html=not args.no_html)
     except OrchestraError as e:
         print(f"orchestra run: {e}", file=sys.stderr)
         return 2
@@ -97,13 +103,15 @@ def _print_failed_points(run_dir: Path) -> None:
 
 
 def report_main(argv: list[str]) -> int:
-    """``orchestra report RUN_DIR [--no-charts]``: summary table, reading and charts."""
+    """``orchestra report RUN_DIR [--no-charts] [--html]``: summary table, reading and charts."""
     parser = argparse.ArgumentParser(prog="orchestra report", description=report_main.__doc__)
     parser.add_argument("run_dir")
     parser.add_argument("--no-charts", action="store_true")
+    parser.add_argument("--html", action="store_true",
+                        help="also write RUN_DIR/report.html (one self-contained file)")
     args = parser.parse_args(argv)
     try:
-        _print_report(Path(args.run_dir), charts=not args.no_charts)
+        _print_report(Path(args.run_dir), charts=not args.no_charts, html=args.html)
     except OrchestraError as e:
         print(f"orchestra report: {e}", file=sys.stderr)
         return 2
@@ -120,6 +128,8 @@ def compare_main(argv: list[str]) -> int:
     parser.add_argument("--threshold", type=float, default=0.10,
                         help="smallest relative change that counts (default 0.10)")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level")
+    parser.add_argument("--html", nargs="?", const="", default=None, metavar="PATH",
+                        help="also write the verdict table as HTML (default NEW/compare.html)")
     args = parser.parse_args(argv)
     from .report import compare_runs
 
@@ -133,4 +143,8 @@ def compare_main(argv: list[str]) -> int:
     for comparison in results:
         print(comparison.verdict)
         regressed |= bool(comparison.is_regression)
+    if args.html is not None:
+        from .report_html import write_compare_html
+
+        print(f"report: {write_compare_html(args.base, args.new, results, args.html or None)}")
     return 1 if regressed else 0

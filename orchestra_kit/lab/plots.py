@@ -155,10 +155,13 @@ _REFERENCE_LABELS = ("p99 SLO", "target", "flagged by self-audit", "offered rate
 
 
 def _legend(ax: Axes, loc: Literal["upper left", "lower left"]) -> None:
-    """Legend with the data series first and reference lines (SLO, audit note) last."""
+    """Legend outside the plot, right of it (it never covers data or the SLO line); the
+    data series first, reference lines (SLO, audit note) last. ``loc`` is its corner."""
     handles, labels = ax.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda i: labels[i].startswith(_REFERENCE_LABELS))
-    ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize="small", loc=loc)
+    anchor = (1.02, 1.0) if loc == "upper left" else (1.02, 0.0)
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize="small",
+              loc=loc, bbox_to_anchor=anchor, borderaxespad=0.0)
 
 
 def _audited(points: pd.DataFrame) -> pd.DataFrame:

@@ -123,7 +123,8 @@ def plot_distribution(
     ax.set_ylabel("Requests at or below (percentile, logit scale)")
     ax.set_title("Latency distribution per point (CDF)")
     ax.grid(True, which="major", alpha=0.35)
-    ax.legend(fontsize="small", loc="upper left", title="load")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+              title="load")
     return fig
 
 
@@ -183,5 +184,6 @@ def plot_timeline(requests: pd.DataFrame, *, max_points: int = 20_000, seed: int
     ax.set_ylabel("Latency (ms, log scale)")
     ax.set_title("Latency over time")
     ax.grid(True, which="major", alpha=0.35)
-    ax.legend(fontsize="small", loc="upper left", markerscale=2)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+              markerscale=2)
     return fig

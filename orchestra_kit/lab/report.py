@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from .analysis import audit, compare, describe_run, summary_table
-from .audit import capacity_of
-from .compare import Comparison
+from .comparison import Comparison
 from .explain import ceiling_words, latency_by_priority, priority_words
 from .results import RunData, Slo, load_run
+from .selfaudit import capacity_of
 
 __all__ = ["Report", "build_report", "compare_runs"]
 

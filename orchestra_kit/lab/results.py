@@ -334,7 +334,8 @@ class RunWriter:
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        await self.finish("complete" if exc_type is None else "failed")
+        stopped = exc_type is not None and issubclass(exc_type, asyncio.CancelledError)
+        await self.finish("complete" if exc_type is None else "stopped" if stopped else "failed")
 
 
 @dataclass(frozen=True)

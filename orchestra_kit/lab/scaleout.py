@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from ..childproc import terminate
-from ..server.bench import closed_loop, raise_fd_limit
+from ..server.benchgen import closed_loop, raise_fd_limit
 from ..store.pgserver import PgServer, free_port
 from .plot_common import new_figure
 from .usl import fit_usl

@@ -67,6 +67,8 @@ class Scheduler(TaskExecution):
         self._progress = ProgressWriter(workspace_root, enabled=settings.progress_files)
         self._wake: asyncio.Event | None = None
         self._dispatcher: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._progress_due: dict[int, int] = {}
         self._rng = random.Random(seed)
         self._state = "new"
         self._counts = {"completed": 0, "failed": 0, "cancelled": 0, "timed_out": 0,
@@ -110,6 +112,7 @@ class Scheduler(TaskExecution):
         self._wake = asyncio.Event()
         self._state = "running"
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="scheduler-dispatch")
+        self._flusher = asyncio.create_task(self._flush_progress_loop(), name="scheduler-progress")
         self._wake.set()
         if self._shared is not None:
             await self._shared.start()
@@ -123,9 +126,10 @@ class Scheduler(TaskExecution):
         for handle in self._timers:
             handle.cancel()
         self._timers.clear()
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
-            await asyncio.gather(self._dispatcher, return_exceptions=True)
+        for loop_task in (self._dispatcher, self._flusher):
+            if loop_task is not None:
+                loop_task.cancel()
+                await asyncio.gather(loop_task, return_exceptions=True)
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=self._settings.shutdown_grace_s)
             for run_task in pending:
@@ -217,39 +221,46 @@ class Scheduler(TaskExecution):
         stream can send keep-alives without wrapping the iterator in timeouts). The
         stream also ends on :meth:`end_subscriptions` (service draining).
         """
-        queue = self._hub.add(task_id)
+        sub = self._hub.add(task_id)
         try:
             current = self._live.get(task_id) or await self._store.get_task(task_id)
             yield TaskEvent.status_of(current)
             if current.terminal:
                 return
             while True:
-                if heartbeat_s is None:
-                    event = await queue.get()
-                else:
-                    try:
-                        event = await asyncio.wait_for(queue.get(), heartbeat_s)
-                    except TimeoutError:
-                        yield None
-                        continue
-                if event is None:
-                    return
-                yield event
-                if event.kind == "status" and event.status in TERMINAL_STATUSES:
-                    return
+                batch = await sub.take(heartbeat_s)
+                if not batch:  # the heartbeat interval passed without an event
+                    yield None
+                    continue
+                for event in batch:
+                    if event is None:
+                        return
+                    yield event
+                    if event.kind == "status" and event.status in TERMINAL_STATUSES:
+                        return
         finally:
-            self._hub.remove(task_id, queue)
+            self._hub.remove(task_id, sub)
 
     async def wait(self, task_id: int, timeout_s: float | None = None) -> Task:
-        """The task once it is terminal."""
-        last: TaskEvent | None = None
-        async with asyncio.timeout(timeout_s):
-            async for event in self.subscribe(task_id):
-                last = event if event is not None else last
-        if last is not None and last.task is not None and last.task.terminal:
-            return last.task
-        task: Task = await self._store.get_task(task_id)
-        return task
+        """The task once it is terminal (one wake-up, whatever its events)."""
+        if task_id not in self._live:
+            current: Task = await self._store.get_task(task_id)
+            if current.terminal:
+                return current
+        ended = self._hub.until_end(task_id)
+        try:
+            if task_id not in self._live:  # ended while we looked
+                task: Task = await self._store.get_task(task_id)
+                if task.terminal:
+                    return task
+            async with asyncio.timeout(timeout_s):
+                done = await ended
+        finally:
+            self._hub.forget_end(task_id, ended)
+        if done is not None:
+            return done
+        now: Task = await self._store.get_task(task_id)  # the hub closed: where it stands
+        return now
 
     def end_subscriptions(self) -> None:
         """End every event stream now (the service is draining)."""
@@ -267,6 +278,15 @@ class Scheduler(TaskExecution):
             **self._limiter_stats(),
             **self._counts,
         }
+
+    def live_task(self, task_id: int) -> Task | None:
+        """The task as this scheduler holds it while queued or running (else None)."""
+        return self._live.get(task_id)
+
+    @property
+    def running_count(self) -> int:
+        """Tasks holding a slot now (cheap: for /health on every call)."""
+        return len(self._runs)
 
     def _limiter_stats(self) -> dict[str, Any]:
         if self._limiter is None:

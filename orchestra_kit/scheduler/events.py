@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ from ..models import Task
 from ..progress import CHECKBOXES, FileProgress, ProgressDoc, render
 from .progressfiles import write_progress_file
 
-__all__ = ["EventHub", "ProgressWriter", "TaskEvent"]
+__all__ = ["EventHub", "ProgressWriter", "Subscription", "TaskEvent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,45 +45,114 @@ class TaskEvent:
                 "progress": self.progress, "data": self.data, "t": self.t}
 
 
-class EventHub:
-    """Fan-out of task events to subscribers' queues (unbounded: events are small and few)."""
+class Subscription:
+    """One subscriber's events: appended by :meth:`EventHub.publish`, taken in batches.
+
+    A publish only wakes a subscriber that is waiting, and only once: a task's events
+    published in one loop iteration (started, progress, finished, the end) reach the
+    subscriber in one wake-up instead of one each (an ``asyncio.Queue`` per event).
+    ``None`` in a batch means the hub closed (the service is draining).
+    """
+
+    __slots__ = ("_events", "_waiter")
 
     def __init__(self) -> None:
-        self._subs: dict[int, set[asyncio.Queue[TaskEvent | None]]] = {}
+        self._events: deque[TaskEvent | None] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, event: TaskEvent | None) -> None:
+        """Add an event; wake the subscriber if it waits."""
+        self._events.append(event)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def take(self, timeout_s: float | None = None) -> list[TaskEvent | None]:
+        """Every event published since the last take; waits for one first (an empty
+        list when ``timeout_s`` passes without one)."""
+        if not self._events:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._waiter
+            except TimeoutError:
+                return []
+            finally:
+                self._waiter = None
+        batch = list(self._events)
+        self._events.clear()
+        return batch
+
+
+class EventHub:
+    """Fan-out of task events to subscriptions, and the futures of :meth:`until_end`."""
+
+    def __init__(self) -> None:
+        self._subs: dict[int, set[Subscription]] = {}
+        self._ends: dict[int, list[asyncio.Future[Task | None]]] = {}
         #: Also hands every published event to this (the other instances, when shared).
         self.forward: Callable[[TaskEvent], None] | None = None
 
-    def add(self, task_id: int) -> asyncio.Queue[TaskEvent | None]:
-        """A new subscription queue for a task."""
-        q: asyncio.Queue[TaskEvent | None] = asyncio.Queue()
-        self._subs.setdefault(task_id, set()).add(q)
-        return q
+    def add(self, task_id: int) -> Subscription:
+        """A new subscription to a task's events."""
+        sub = Subscription()
+        self._subs.setdefault(task_id, set()).add(sub)
+        return sub
 
-    def remove(self, task_id: int, q: asyncio.Queue[TaskEvent | None]) -> None:
+    def remove(self, task_id: int, sub: Subscription) -> None:
         """Drop a subscription."""
         subs = self._subs.get(task_id)
         if subs is not None:
-            subs.discard(q)
+            subs.discard(sub)
             if not subs:
                 del self._subs[task_id]
 
+    def listened(self, task_id: int) -> bool:
+        """Whether anybody subscribes to the task (events for nobody are not built);
+        with a forward (several instances), a subscriber may be on another instance."""
+        return task_id in self._subs or self.forward is not None
+
+    def until_end(self, task_id: int) -> asyncio.Future[Task | None]:
+        """A future resolved with the task when a terminal status is published (None
+        when the hub closes first): one wake-up per waiter, whatever the events."""
+        fut: asyncio.Future[Task | None] = asyncio.get_running_loop().create_future()
+        self._ends.setdefault(task_id, []).append(fut)
+        return fut
+
+    def forget_end(self, task_id: int, fut: asyncio.Future[Task | None]) -> None:
+        """Drop a waiter's future (it gave up: timeout or cancellation)."""
+        futs = self._ends.get(task_id)
+        if futs is not None and fut in futs:
+            futs.remove(fut)
+            if not futs:
+                del self._ends[task_id]
+
     def publish(self, event: TaskEvent) -> None:
         """Deliver to every subscriber of the event's task (and forward it, when shared)."""
-        for q in self._subs.get(event.task_id, ()):
-            q.put_nowait(event)
+        self.publish_local(event)
         if self.forward is not None:
             self.forward(event)
 
     def publish_local(self, event: TaskEvent) -> None:
-        """Deliver to this instance's subscribers only (an event from another instance)."""
-        for q in self._subs.get(event.task_id, ()):
-            q.put_nowait(event)
+        """Deliver to this instance's subscribers only (an event from another instance
+        arrives here), and resolve the waiters of a terminal status."""
+        for sub in self._subs.get(event.task_id, ()):
+            sub.put(event)
+        if event.task is not None and event.kind == "status" and event.task.terminal:
+            for fut in self._ends.pop(event.task_id, ()):
+                if not fut.done():
+                    fut.set_result(event.task)
 
     def close_all(self) -> None:
-        """End every subscription (shutdown)."""
+        """End every subscription and wait (shutdown)."""
         for subs in self._subs.values():
-            for q in subs:
-                q.put_nowait(None)
+            for sub in subs:
+                sub.put(None)
+        ends, self._ends = self._ends, {}
+        for futs in ends.values():
+            for fut in futs:
+                if not fut.done():
+                    fut.set_result(None)
 
     def count(self) -> int:
         """Number of live subscriptions."""
@@ -96,6 +166,11 @@ class ProgressWriter:
     def __init__(self, root: Path, *, enabled: bool) -> None:
         self._root = root
         self._enabled = enabled
+
+    @property
+    def enabled(self) -> bool:
+        """Whether progress files are written at all."""
+        return self._enabled
 
     def workspace(self, employee: str) -> Path:
         """The employee's folder (names are validated, so this cannot escape the root)."""

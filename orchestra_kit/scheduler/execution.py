@@ -41,6 +41,7 @@ class _Run:
     last_persist: float = 0.0
     files_touched: list[str] = field(default_factory=list)
     holds_leases: bool = True  # False when another instance claimed the task (its leases)
+    progress_file: asyncio.Future[None] | None = None  # the write of current_task.md
 
 
 class TaskExecution:
@@ -60,6 +61,7 @@ class TaskExecution:
     _rng: random.Random
     _state: str
     _counts: dict[str, int]
+    _progress_due: dict[int, int]  # task id -> latest progress not yet written
 
     def _enqueue(self, task: Task) -> None:
         raise NotImplementedError  # Scheduler's
@@ -87,27 +89,46 @@ class TaskExecution:
             await self._forget(task.id)
             return  # cancelled or fired meanwhile (the store's conditional move re-checks)
         if isinstance(self._store, SharedStoreProtocol):
+            # A shared store claims the task (slot, employee, leases) in one transaction,
+            # first (claims stay in priority order); the agent starts once it committed.
             claimed = await self._claim(run, task, self._store)
             if claimed is None:
                 return
-            task = claimed
-        else:
-            if task.files and not await self._take_leases(task):
-                return
-            try:
-                task = await self._store.transition(
-                    task.id, TaskStatus.RUNNING, expect=TaskStatus.QUEUED, count_attempt=True
-                )
-            except ConflictError:  # ended elsewhere meanwhile (cancelled, fired): forget it
-                await self._forget(task.id)
-                return
+            moving: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
+            moving.set_result(claimed)
+            await self._run_agent(run, moving, await self._model_for(claimed))
+            return
+        if task.files and not await self._take_leases(task):
+            return
+        model = await self._model_for(task)
+        if run.cancel_reason is not None:  # cancelled (in the store) while it got ready
+            await self._forget(task.id)
+            return
+        # No await from here until the agent is started. The move to running is queued
+        # for the writer and the agent started at once: its commit (a group-commit round
+        # trip) is off the critical path. Its outcome is awaited before anything else is
+        # written or announced, so "running" is only published once durable, and the end
+        # is written after it (docs/benchmarks.md, "What a task writes").
+        moving = asyncio.ensure_future(self._store.transition(
+            task.id, TaskStatus.RUNNING, expect=TaskStatus.QUEUED, count_attempt=True))
+        await self._run_agent(run, moving, model)
+
+    async def _started(self, run: _Run, moving: asyncio.Future[Task]) -> bool:
+        """Wait for the move to running; on a conflict stop the agent and forget the task."""
+        try:
+            task = await asyncio.shield(moving)  # a shutdown must not hide its outcome
+        except ConflictError:  # ended elsewhere meanwhile (cancelled, fired): forget it here
+            if run.agent is not None:
+                run.agent.cancel()
+                await asyncio.gather(run.agent, return_exceptions=True)
+            await self._forget(run.task.id)
+            return False
         run.task = task
         run.last_persist = time.monotonic()
         self._live[task.id] = task
         self._counts["started"] += 1
         self._hub.publish(TaskEvent.status_of(task))
-        await self._progress.start(task)
-        await self._run_agent(run)
+        return True  # current_task.md: written once the task outlives the persist interval
 
     async def _claim(self, run: _Run, task: Task, store: SharedStoreProtocol) -> Task | None:
         """Claim on a shared store (see .shared); None when this instance will not run it."""
@@ -170,21 +191,30 @@ class TaskExecution:
         self._retry_later(task, self._settings.retry_backoff_s or 0.5)
         return False
 
-    async def _run_agent(self, run: _Run) -> None:
+    async def _run_agent(self, run: _Run, moving: asyncio.Future[Task], model: str) -> None:
         task = run.task
         request = AgentRequest(
             task_id=task.id,
             employee=task.employee,
             description=task.description,
-            model=await self._model_for(task),
+            model=model,
             mode=str(task.mode),
             files=task.files,
             workspace=self._progress.workspace(task.employee),
             project_root=self._project_root,
             timeout_s=self._settings.task_timeout_s,
         )
+        run.last_persist = time.monotonic()  # current_task.md only past the interval
         run.agent = asyncio.ensure_future(self._backend.run(request, lambda e: self._on_event(run, e)))
-        if run.cancel_reason is not None:  # cancelled while it was taking its leases
+        try:
+            if not await self._started(run, moving):
+                return
+        except BaseException:  # shut down (or the store failed) before it was running
+            run.agent.cancel()
+            # Let the move settle, so the drain's requeue sees the task as it is stored.
+            await asyncio.gather(run.agent, moving, return_exceptions=True)
+            raise
+        if run.cancel_reason is not None:  # cancelled while it was starting
             run.agent.cancel()
         try:
             async with asyncio.timeout(self._settings.task_timeout_s):
@@ -245,23 +275,53 @@ class TaskExecution:
         if event.kind == "file" and event.path:
             run.files_touched.append(event.path)
         progress = event.progress if event.progress is not None else 0
-        self._hub.publish(TaskEvent(task.id, event.kind, str(TaskStatus.RUNNING), progress,
-                                    {k: v for k, v in (("path", event.path), ("text", event.text),
-                                                       ("tokens", event.tokens)) if v is not None}))
-        if event.kind == "progress" and event.progress is not None:
-            now = time.monotonic()
-            # 100 % is written by the move to completed; in between, at most one write
-            # per interval keeps progress durable without a write per event.
-            if event.progress < 100 and (
-                    now - run.last_persist >= self._settings.progress_persist_interval_s):
-                run.last_persist = now
-                self._spawn(self._store.set_progress(task.id, event.progress))
+        if self._hub.listened(task.id):  # nobody listening: build nothing
+            self._hub.publish(TaskEvent(task.id, event.kind, str(TaskStatus.RUNNING), progress,
+                                        {k: v for k, v in (("path", event.path), ("text", event.text),
+                                                           ("tokens", event.tokens)) if v is not None}))
+        # 100 % is written by the move to completed; in between, the latest percentage
+        # of every running task goes to the store in one write per interval.
+        if event.kind == "progress" and event.progress is not None and event.progress < 100:
+            self._progress_due[task.id] = event.progress
 
-    def _spawn(self, coro: Any) -> None:
-        t = asyncio.ensure_future(coro)
+    async def _flush_progress_loop(self) -> None:
+        """One writer of progress for all running tasks: every interval, the latest
+        percentage of each in one write (not a write and an asyncio task per task)."""
+        interval = max(self._settings.progress_persist_interval_s, 0.01)
+        while True:
+            await asyncio.sleep(interval)
+            self._start_progress_files(interval)
+            if not self._progress_due:
+                continue
+            due, self._progress_due = self._progress_due, {}
+            many = getattr(self._store, "set_progress_many", None)
+            try:
+                if many is not None:
+                    await many(due)
+                else:  # a store without the batch method: one write each
+                    for task_id, pct in due.items():
+                        await self._store.set_progress(task_id, pct)
+            except OrchestraError as e:
+                log.warning("progress of %d task(s) not recorded: %s", len(due), e)
+
+    def _start_progress_files(self, interval_s: float) -> None:
+        """current_task.md for each running task older than the interval: a task shorter
+        than that gets only its archive at the end (two file writes and thread hops fewer
+        per short task), a long one its file within an interval of starting."""
+        if not self._progress.enabled:
+            return
+        now = time.monotonic()
+        for run in self._runs.values():
+            if (run.progress_file is None and run.task.status == TaskStatus.RUNNING
+                    and now - run.last_persist >= interval_s):
+                run.progress_file = self._spawn(self._progress.start(run.task))
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        t: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
         t.add_done_callback(_log_failure)
+        return t
 
     async def _end(self, run: _Run, status: TaskStatus, *, result: str | None = None,
                    error: str | None = None, files: Sequence[str] = ()) -> None:
@@ -273,6 +333,9 @@ class TaskExecution:
             self._counts[str(status)] = self._counts.get(str(status), 0) + 1
         run.task = task
         self._live.pop(task.id, None)
+        self._progress_due.pop(task.id, None)
+        if run.progress_file is not None:  # the archive removes it: never write it after
+            await asyncio.gather(run.progress_file, return_exceptions=True)
         await self._progress.finish(task, list(files) or run.files_touched)
         self._hub.publish(TaskEvent.status_of(task))
 

@@ -20,6 +20,7 @@ from aiohttp import web
 from ..config import Settings
 from ..errors import ConfigError
 from ..store.protocol import StoreProtocol
+from . import codec
 from .middleware import build_middleware
 from .routes_employees import routes as employee_routes
 from .routes_files import routes as file_routes
@@ -63,6 +64,14 @@ def _contexts(state: AppState, *, own_store: bool, own_scheduler: bool) -> list[
     """The cleanup contexts in setup order (teardown runs in reverse)."""
     settings = state.settings
     errors: list[Exception] = []
+
+    async def probe_ctx(app: web.Application) -> AsyncIterator[None]:
+        from .probes import ResourceProbe
+
+        async with ResourceProbe() as probe:
+            state.probe = probe
+            yield
+        state.probe = None
 
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         if own_scheduler:
@@ -126,7 +135,7 @@ def _contexts(state: AppState, *, own_store: bool, own_scheduler: bool) -> list[
             await _close(state.scheduler, errors)
         state.scheduler = None
 
-    return [pool_ctx, store_ctx, limiter_ctx, backend_ctx, scheduler_ctx]
+    return [pool_ctx, probe_ctx, store_ctx, limiter_ctx, backend_ctx, scheduler_ctx]
 
 
 async def _on_shutdown(app: web.Application) -> None:
@@ -147,7 +156,13 @@ def create_app(settings: Settings, *, store: StoreProtocol | None = None,
         raise ConfigError("store", None, "must be given when a scheduler is given")
     settings.chat.check_startable()
     root = Path(settings.project_root).resolve()
+    codec.use(settings.server.json_encoder)
     state = AppState(settings=settings, project_root=root, store=store, scheduler=scheduler)
+    if settings.flags.enable_query_caching:
+        from .respcache import EncodedCache
+
+        state.responses = EncodedCache(max_entries=settings.database.cache_max_entries,
+                                       gzip_min_bytes=settings.server.gzip_min_bytes)
     app = web.Application(middlewares=[build_middleware(state)],
                           client_max_size=settings.server.max_body_bytes)
     app[STATE] = state
@@ -206,6 +221,9 @@ class Service:
         except BaseException:
             await runner.cleanup()
             raise
+        server = runner.server
+        if self.state.probe is not None and server is not None:
+            self.state.probe.connections = lambda: len(server.connections)
 
     async def aclose(self) -> None:
         """Drain and stop: in-flight requests finish, the scheduler requeues, store closed."""

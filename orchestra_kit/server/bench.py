@@ -1,15 +1,22 @@
 """``orchestra bench http``: the HTTP API against a minimal aiohttp app, same generator.
 
 The server under test runs in a child process (so the load generator does not share
-its event loop or its core), on loopback, with a fresh database, the simulated
-backend, the per-client rate limit off and an LLM bucket too large to matter. One
-closed-loop generator (N workers, each on its own keep-alive connection through a
-minimal HTTP/1.1 client, bounded by time and count) drives each scenario:
+its event loop), on loopback, with a fresh database, the simulated backend, the
+per-client rate limit off and an LLM bucket too large to matter. One closed-loop
+generator (N workers, each on its own keep-alive connection, bounded by time and
+count; :mod:`.benchgen`) drives each scenario:
 
-- a minimal aiohttp "hello" app: the physical limit of this machine and generator;
-- GET /employees/{name} and GET /health (64 concurrent);
+- a minimal aiohttp "hello" app on the API's default event loop: the physical limit of
+  this machine and generator;
+- GET /employees/{name}, GET /health and GET /employees?limit=100 (64 concurrent);
 - POST /employees and POST /tasks at 256 concurrent (throughput and p99);
-- 2,000 connections opened and held at once, each sending GET /health.
+- 2,000 connections opened and held at once, each sending GET /health;
+- the ablation: GET /employees/{name} (answered from cached bytes) and GET /health
+  (encoded on every request) on a fresh server for each of ``server.event_loop`` ×
+  ``server.json_encoder``, in this same run.
+
+Every ``*_vs_hello_ratio`` divides by the hello figure of the same run. ``--profile DIR``
+samples the server with py-spy during each scenario (collapsed stacks + top frames).
 """
 
 from __future__ import annotations
@@ -18,34 +25,38 @@ import argparse
 import asyncio
 import contextlib
 import json
-import resource
 import signal
 import sys
 import tempfile
-import time
-from collections import Counter
 from collections.abc import Callable
-from typing import Any, Self
+from itertools import product
+from pathlib import Path
+from typing import Any
 
-import aiohttp
+import psutil
 from aiohttp import web
 
-from ..childproc import terminate
+from .benchgen import (
+    ChildServer,
+    RawConnection,
+    Request,
+    closed_loop,
+    hold_connections,
+    host_port,
+    profiled,
+    raise_fd_limit,
+)
 
-__all__ = ["cli_main", "closed_loop", "run_http_bench"]
+__all__ = ["RawConnection", "cli_main", "closed_loop", "run_http_bench"]
 
-Request = tuple[str, str, bytes | None]
-
-
-def raise_fd_limit(wanted: int = 8192) -> int:
-    """Raise the soft open-files limit towards ``wanted`` (up to the hard limit)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        return target
-    return soft
-
+TEAM = 256
+Spec = tuple[int, Callable[[int], Request]]
+Planned = tuple[str, ChildServer, str, Spec]
+LOOPS = ("asyncio", "uvloop")
+ENCODERS = ("stdlib", "orjson")
+# A read served from the encoded-answer cache (the loop's share) and one encoded on every
+# request (the encoder's share): the cached 100-row list would not show the encoder.
+ABLATION_READS = ("get_employee", "health")
 
 # ---------------------------------------------------------------------- child process
 
@@ -54,263 +65,269 @@ async def _hello(request: web.Request) -> web.Response:
     return web.Response(text="hello")
 
 
-async def _serve_child(kind: str, db_dir: str) -> None:
+async def _serve_hello(stop: asyncio.Event) -> None:
+    app = web.Application()
+    app.router.add_get("/", _hello)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, backlog=4096).start()
+    print(runner.addresses[0][1], flush=True)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def _child_settings(db_dir: str, pairs: list[str]) -> Any:
+    from ..config import Settings
+
+    overrides: dict[str, Any] = {
+        "database.path": f"{db_dir}/bench.db", "project_root": db_dir, "server.port": 0,
+        "server.requests_per_minute": 0, "scheduler.max_api_requests_per_minute": 1e9,
+        "scheduler.api_burst": 1_000_000, "scheduler.max_concurrent_tasks": 256,
+        "agents.sim_latency_ms": 5, "agents.sim_jitter_ms": 1, "log_level": "WARNING"}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        overrides[key] = value
+    return Settings.load(environ={}, overrides=overrides)
+
+
+async def _serve_child(kind: str, settings: Any) -> None:
     """Serve until SIGTERM; the port goes to stdout first."""
     raise_fd_limit()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     if kind == "hello":
-        app = web.Application()
-        app.router.add_get("/", _hello)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0, backlog=4096).start()
-        print(runner.addresses[0][1], flush=True)
-        await stop.wait()
-        await runner.cleanup()
+        await _serve_hello(stop)
         return
-    from ..config import Settings
     from .app import Service
 
-    settings = Settings.load(environ={}, overrides={
-        "database.path": f"{db_dir}/bench.db", "project_root": db_dir, "server.port": 0,
-        "server.requests_per_minute": 0, "scheduler.max_api_requests_per_minute": 1e9,
-        "scheduler.api_burst": 1_000_000, "scheduler.max_concurrent_tasks": 256,
-        "agents.sim_latency_ms": 5, "agents.sim_jitter_ms": 1, "log_level": "WARNING"})
     async with Service(settings) as svc:
         print(svc.port, flush=True)
         await stop.wait()
 
 
-class _Server:
-    """A server in a child process (``python -m orchestra_kit.server.bench --child``)."""
+def _child_main(argv: list[str]) -> None:
+    from .loops import run
 
-    def __init__(self, kind: str, db_dir: str) -> None:
-        self._args = [sys.executable, "-m", "orchestra_kit.server.bench", "--child", kind, db_dir]
-        self._proc: asyncio.subprocess.Process | None = None
-        self.url = ""
-
-    async def __aenter__(self) -> Self:
-        self._proc = await asyncio.create_subprocess_exec(*self._args,
-                                                          stdout=asyncio.subprocess.PIPE)
-        assert self._proc.stdout is not None
-        try:
-            async with asyncio.timeout(60):
-                line = await self._proc.stdout.readline()
-            self.url = f"http://127.0.0.1:{int(line)}"
-        except BaseException:
-            await self.__aexit__()
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._proc is not None:
-            await terminate(self._proc)
-
-
-# ---------------------------------------------------------------------- load generator
-
-
-class RawConnection:
-    """A minimal keep-alive HTTP/1.1 client connection: the lightest generator Python
-    allows (aiohttp's client costs several times more per request, which would make
-    the generator, not the server, the thing measured). Enough HTTP for this bench:
-    Content-Length or chunked bodies, reconnect after ``Connection: close``."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    async def request(self, method: str, path: str, body: bytes | None = None) -> int:
-        """Send one request; the response status (the body is read and dropped)."""
-        if self._writer is None:
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        assert self._reader is not None
-        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
-        if body is not None:
-            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        self._writer.write(head.encode("ascii") + b"\r\n" + (body or b""))
-        raw = await self._reader.readuntil(b"\r\n\r\n")
-        lines = raw.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        headers = {k.strip().lower(): v.strip() for k, _, v in
-                   (line.partition(":") for line in lines[1:] if line)}
-        await self._read_body(headers)
-        if headers.get("connection", "").lower() == "close":
-            await self.aclose()
-        return status
-
-    async def _read_body(self, headers: dict[str, str]) -> None:
-        assert self._reader is not None
-        if "content-length" in headers:
-            await self._reader.readexactly(int(headers["content-length"]))
-            return
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            while True:
-                size = int((await self._reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                await self._reader.readexactly(size + 2)
-                if size == 0:
-                    return
-
-    async def aclose(self) -> None:
-        """Close the socket (idempotent)."""
-        writer, self._writer, self._reader = self._writer, None, None
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError, ConnectionError):
-                await writer.wait_closed()
-
-
-async def closed_loop(url: str, make: Callable[[int], Request], *, concurrency: int,
-                      duration_s: float, max_requests: int) -> dict[str, Any]:
-    """N workers, each on its own keep-alive connection, sending the next request when
-    the last returned; bounded by time and count. ``make(i)`` gives (method, path, body)."""
-    host, port = _host_port(url)
-    loop = asyncio.get_running_loop()
-    latencies: list[float] = []
-    statuses: Counter[int] = Counter()
-    issued = 0
-    deadline = loop.time() + duration_s
-
-    async def worker() -> None:
-        nonlocal issued
-        conn = RawConnection(host, port)
-        try:
-            while issued < max_requests and loop.time() < deadline:
-                method, path, body = make(issued)
-                issued += 1
-                started = time.perf_counter()
-                try:
-                    status = await conn.request(method, path, body)
-                except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
-                    status = 0
-                    await conn.aclose()
-                latencies.append(time.perf_counter() - started)
-                statuses[status] += 1
-        finally:
-            await conn.aclose()
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - t0
-    ok = sum(n for s, n in statuses.items() if 200 <= s < 300)
-    latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else 0.0
-    return {"requests": len(latencies), "ok": ok, "rps": ok / elapsed if elapsed else 0.0,
-            "p50_ms": latencies[len(latencies) // 2] * 1000 if latencies else 0.0,
-            "p99_ms": p99 * 1000, "statuses": dict(statuses), "elapsed_s": elapsed}
-
-
-async def _hold_connections(url: str, n: int) -> float:
-    """Open ``n`` connections at once, each sending GET /health; percent answered 200."""
-    connector = aiohttp.TCPConnector(limit=0, force_close=False)
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as s:
-        async def one() -> bool:
-            try:
-                async with s.get(url + "/health") as r:
-                    await r.read()
-                    return r.status == 200
-            except (TimeoutError, aiohttp.ClientError, OSError):
-                return False
-        results = await asyncio.gather(*(one() for _ in range(n)))
-    return 100.0 * sum(results) / n
+    kind, db_dir, *pairs = argv
+    settings = _child_settings(db_dir, pairs)
+    run(_serve_child(kind, settings), settings.server.event_loop)
 
 
 # ---------------------------------------------------------------------- scenarios
+
+
+def _cpu_s(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return float(t.user + t.system)
 
 
 def _body(obj: Any) -> bytes:
     return json.dumps(obj).encode()
 
 
-async def _api_scenarios(url: str, duration_s: float, say: Callable[[str], None]
-                         ) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    setup = RawConnection(*_host_port(url))
-    employees = [{"name": f"b{i}", "role": "dev"} for i in range(256)]
+READS: dict[str, tuple[int, Callable[[int], Request]]] = {
+    "get_employee": (64, lambda i: ("GET", f"/employees/b{i % TEAM}", None)),
+    "health": (64, lambda i: ("GET", "/health", None)),
+    "list100": (64, lambda i: ("GET", "/employees?limit=100", None)),
+}
+WRITES: dict[str, tuple[int, Callable[[int], Request]]] = {
+    "hire": (256, lambda i: ("POST", "/employees", _body({"name": f"h{i}", "role": "dev"}))),
+    "assign": (256, lambda i: ("POST", "/tasks", _body({"name": f"b{i % TEAM}",
+                                                          "task": "bench"}))),
+}
+
+
+class _Run:
+    """One bench run: duration, rounds, progress messages, optional profile folder."""
+
+    def __init__(self, duration_s: float, rounds: int, progress: bool,
+                 profile: Path | None) -> None:
+        self.duration_s = duration_s
+        self.rounds = rounds
+        self.progress = progress
+        self.profile = profile
+
+    def say(self, msg: str) -> None:
+        if self.progress:
+            print(f"bench http: {msg}", file=sys.stderr, flush=True)
+
+    async def scenario(self, server: ChildServer, name: str,
+                       spec: tuple[int, Callable[[int], Request]], tag: str = "",
+                       duration_s: float | None = None, file: str = "") -> dict[str, Any]:
+        concurrency, make = spec
+        duration_s = duration_s or self.duration_s
+        self.say(f"{name}{tag} at {concurrency} ...")
+        file = file or name
+        proc = psutil.Process(server.pid)
+        cpu0 = _cpu_s(proc)
+        async with profiled(server.pid, self.profile, file, duration_s):
+            res = await closed_loop(server.url, make, concurrency=concurrency,
+                                    duration_s=duration_s, max_requests=10**9)
+        # The server's own CPU per answer: unlike req/s, hardly moved by other
+        # processes on a shared machine.
+        res["server_cpu_us_per_req"] = (_cpu_s(proc) - cpu0) * 1e6 / max(res["requests"], 1)
+        return res
+
+    async def interleaved(self, plan: list[Planned]) -> dict[str, dict[str, Any]]:
+        """Each (key, server, name, spec) once per round, rounds back to back, each a
+        share of the duration; per key the round with the median throughput. A shared
+        machine drifts: interleaving keeps the ratios of one run comparable."""
+        runs: dict[str, list[dict[str, Any]]] = {key: [] for key, *_ in plan}
+        share = self.duration_s / self.rounds
+        for r in range(self.rounds):
+            for key, server, name, spec in plan:
+                tag = f" [{key}, round {r + 1}/{self.rounds}]"
+                runs[key].append(await self.scenario(server, name, spec, tag, share,
+                                                     f"{key}_round{r + 1}"))
+        return {key: sorted(rs, key=lambda x: x["rps"])[len(rs) // 2]
+                for key, rs in runs.items()}
+
+
+async def _team(url: str) -> None:
+    setup = RawConnection(*host_port(url))
+    employees = [{"name": f"b{i}", "role": "dev"} for i in range(TEAM)]
     status = await setup.request("POST", "/employees/batch", _body({"employees": employees}))
     await setup.aclose()
     if status != 200:
         raise RuntimeError(f"bench setup: POST /employees/batch answered {status}")
-    big = 10**9
-    say("GET /employees/{name} ...")
-    out["get_employee"] = await closed_loop(
-        url, lambda i: ("GET", f"/employees/b{i % 256}", None),
-        concurrency=64, duration_s=duration_s, max_requests=big)
-    say("GET /health ...")
-    out["health"] = await closed_loop(url, lambda i: ("GET", "/health", None),
-                                      concurrency=64, duration_s=duration_s, max_requests=big)
-    say("POST /employees at 256 ...")
-    out["hire"] = await closed_loop(
-        url, lambda i: ("POST", "/employees", _body({"name": f"h{i}", "role": "dev"})),
-        concurrency=256, duration_s=duration_s, max_requests=big)
-    say("POST /tasks at 256 ...")
-    out["assign"] = await closed_loop(
-        url, lambda i: ("POST", "/tasks", _body({"name": f"b{i % 256}", "task": "bench"})),
-        concurrency=256, duration_s=duration_s, max_requests=big)
-    say("2000 connections ...")
-    out["conn2000_ok_pct"] = await _hold_connections(url, 2000)
+
+
+async def _main_scenarios(run: _Run, tmp: str, default_loop: str) -> dict[str, Any]:
+    """Hello and the reads interleaved in rounds; then the writes and 2000 connections."""
+    db = Path(tmp) / "api"
+    db.mkdir()
+    async with (ChildServer("hello", tmp, {"server.event_loop": default_loop}) as hello,
+                ChildServer("api", str(db)) as api):
+        await _team(api.url)
+        hello_spec: tuple[int, Callable[[int], Request]] = (64, lambda i: ("GET", "/", None))
+        plan = [("hello", hello, "hello", hello_spec)]
+        plan += [(name, api, name, spec) for name, spec in READS.items()]
+        out: dict[str, Any] = await run.interleaved(plan)
+        for name, spec in WRITES.items():
+            out[name] = await run.scenario(api, name, spec)
+        run.say("2000 connections ...")
+        out["conn2000_ok_pct"] = await hold_connections(api.url, 2000)
     return out
 
 
-def _host_port(url: str) -> tuple[str, int]:
-    host, _, port = url.removeprefix("http://").partition(":")
-    return host, int(port)
+async def _ablation(run: _Run, tmp: str) -> dict[str, dict[str, Any]]:
+    """Reads on a server for each event loop × JSON encoder, interleaved in rounds."""
+    async with contextlib.AsyncExitStack() as stack:
+        plan: list[Planned] = []
+        for loop, encoder in product(LOOPS, ENCODERS):
+            tag = f"{loop}_{encoder}"
+            db = Path(tmp) / tag
+            db.mkdir()
+            server = await stack.enter_async_context(ChildServer(
+                "api", str(db), {"server.event_loop": loop, "server.json_encoder": encoder}))
+            await _team(server.url)
+            plan += [(f"{tag}_{name}", server, name, READS[name])
+                     for name in ABLATION_READS]
+        return await run.interleaved(plan)
 
 
-async def run_http_bench(*, quick: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run every scenario once; the figures (see the module docstring)."""
-    raise_fd_limit()
-    duration_s = 2.0 if quick else 5.0
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b else 0.0
 
-    def say(msg: str) -> None:
-        if progress:
-            print(f"bench http: {msg}", file=sys.stderr, flush=True)
 
-    with tempfile.TemporaryDirectory(prefix="orchestra-bench-") as tmp:
-        say("hello baseline ...")
-        async with _Server("hello", tmp) as hello:
-            base = await closed_loop(hello.url, lambda i: ("GET", "/", None),
-                                     concurrency=64, duration_s=duration_s,
-                                     max_requests=10**9)
-        async with _Server("api", tmp) as api:
-            res = await _api_scenarios(api.url, duration_s, say)
-    hello_rps = base["rps"]
-    read_rps = min(res["get_employee"]["rps"], res["health"]["rps"])
+def _ablation_keys(abl: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Per configuration: req/s and the server's CPU µs per request; then each knob's
+    speed-up, the mean over the other knob's values and both reads, by req/s and by CPU
+    (the CPU figure barely moves when other processes load the machine)."""
+    out: dict[str, float] = {}
+    for k, v in abl.items():
+        out[f"ablation_{k}_rps"] = round(v["rps"], 1)
+        out[f"ablation_{k}_cpu_us_per_req"] = round(v["server_cpu_us_per_req"], 1)
+
+    def speedup(fast: str, slow: str, others: tuple[str, ...], metric: str) -> float:
+        ratios = []
+        for other, read in product(others, ABLATION_READS):
+            f = abl[_tag(fast, other) + f"_{read}"][metric]
+            s = abl[_tag(slow, other) + f"_{read}"][metric]
+            if f and s:
+                ratios.append(f / s if metric == "rps" else s / f)
+        return round(sum(ratios) / len(ratios), 3) if ratios else 0.0
+
+    for fast, slow, others in (("uvloop", "asyncio", ENCODERS), ("orjson", "stdlib", LOOPS)):
+        out[f"{fast}_speedup"] = speedup(fast, slow, others, "rps")
+        out[f"{fast}_cpu_speedup"] = speedup(fast, slow, others, "server_cpu_us_per_req")
+    return out
+
+
+def _tag(a: str, b: str) -> str:
+    """``loop_encoder`` whichever order the two are given in."""
+    return f"{a}_{b}" if a in LOOPS else f"{b}_{a}"
+
+
+def _figures(hello: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
+    h = hello["rps"]
+    read = min(res["get_employee"]["rps"], res["health"]["rps"])
     return {
-        "hello_rps": round(hello_rps, 1),
+        "hello_rps": round(h, 1),
         "get_employee_rps": round(res["get_employee"]["rps"], 1),
         "health_rps": round(res["health"]["rps"], 1),
-        "read_vs_hello_ratio": round(read_rps / hello_rps, 3) if hello_rps else 0.0,
+        "read_vs_hello_ratio": _ratio(read, h),
+        "list100_rps": round(res["list100"]["rps"], 1),
+        "list100_vs_hello_ratio": _ratio(res["list100"]["rps"], h),
         "hire_rps_c256": round(res["hire"]["rps"], 1),
         "hire_p99_ms_c256": round(res["hire"]["p99_ms"], 2),
+        "hire_vs_hello_ratio": _ratio(res["hire"]["rps"], h),
         "assign_rps_c256": round(res["assign"]["rps"], 1),
         "assign_p99_ms_c256": round(res["assign"]["p99_ms"], 2),
+        "assign_vs_hello_ratio": _ratio(res["assign"]["rps"], h),
         "conn2000_ok_pct": round(res["conn2000_ok_pct"], 2),
-        "details": {"hello": base, **{k: v for k, v in res.items() if isinstance(v, dict)}},
+        **{f"{k}_cpu_us_per_req": round(v["server_cpu_us_per_req"], 1)
+           for k, v in [("hello", hello), *res.items()] if isinstance(v, dict)},
+        "read_cpu_vs_hello_ratio": _ratio(hello["server_cpu_us_per_req"], max(
+            res["get_employee"]["server_cpu_us_per_req"],
+            res["health"]["server_cpu_us_per_req"])),
     }
 
 
+async def run_http_bench(*, quick: bool = False, progress: bool = True,
+                         profile: Path | None = None, ablation: bool = True) -> dict[str, Any]:
+    """Run every scenario once; the figures (see the module docstring)."""
+    from ..config import ServerSettings
+
+    raise_fd_limit()
+    run = _Run(2.0 if quick else 6.0, 1 if quick else 3, progress, profile)
+    default_loop = ServerSettings().event_loop
+    with tempfile.TemporaryDirectory(prefix="orchestra-bench-") as tmp:
+        res = await _main_scenarios(run, tmp, default_loop)
+        abl = await _ablation(run, tmp) if ablation else {}
+    out = _figures(res["hello"], res)
+    out["event_loop"] = default_loop
+    out["json_encoder"] = ServerSettings().json_encoder
+    out |= _ablation_keys(abl) if abl else {}
+    out["details"] = {**{k: v for k, v in res.items() if isinstance(v, dict)},
+                      **{f"ablation_{k}": v for k, v in abl.items()}}
+    return out
+
+
 def cli_main(argv: list[str]) -> int:
-    """``orchestra bench http [--json] [--quick]``."""
-    p = argparse.ArgumentParser(prog="orchestra bench http")
+    """``orchestra bench http [--json] [--quick] [--profile DIR] [--no-ablation]``."""
+    p = argparse.ArgumentParser(prog="orchestra bench http", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--quick", action="store_true", help="2 s per scenario instead of 5 s")
+    p.add_argument("--profile", type=Path, metavar="DIR",
+                   help="sample the server with py-spy during each scenario into DIR")
+    p.add_argument("--no-ablation", action="store_true",
+                   help="skip the event loop × JSON encoder ablation")
     args = p.parse_args(argv)
-    result = asyncio.run(run_http_bench(quick=args.quick, progress=not args.json))
+    result = asyncio.run(run_http_bench(quick=args.quick, progress=not args.json,
+                                        profile=args.profile, ablation=not args.no_ablation))
+    figures = {k: v for k, v in result.items() if k != "details"}
     if args.json:
-        print(json.dumps({k: v for k, v in result.items() if k != "details"}, indent=2))
+        print(json.dumps(figures, indent=2))
         return 0
-    for key, value in result.items():
-        if key != "details":
-            print(f"{key:<22} {value}")
+    for key, value in figures.items():
+        print(f"{key:<40} {value}")
     return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
     if sys.argv[1:2] == ["--child"]:
-        asyncio.run(_serve_child(sys.argv[2], sys.argv[3]))
+        _child_main(sys.argv[2:])
     else:
         sys.exit(cli_main(sys.argv[1:]))

@@ -19,6 +19,7 @@ from typing import Any
 from ..config import Settings
 from ..errors import ConfigError, OrchestraError
 from .app import Service
+from .loops import run as run_on_loop
 from .workers import check_workers, die_with_supervisor, run_workers, shared_port
 
 __all__ = ["build_parser", "serve_main", "settings_from_args"]
@@ -127,7 +128,7 @@ def serve_main(argv: list[str]) -> int:
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return asyncio.run(_serve(settings, reuse_port=args.reuse_port))
+        return run_on_loop(_serve(settings, reuse_port=args.reuse_port), settings.server.event_loop)
     except OrchestraError as exc:
         print(f"orchestra serve: {exc}", file=sys.stderr)
         return 1

@@ -14,6 +14,7 @@ import pydantic
 from aiohttp import web
 
 from ..errors import NotFoundError, OrchestraError, ValidationError
+from . import codec
 
 __all__ = [
     "BadJsonError",
@@ -29,8 +30,6 @@ __all__ = [
 ]
 
 M = TypeVar("M", bound=pydantic.BaseModel)
-
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 class BadJsonError(OrchestraError):
@@ -76,14 +75,18 @@ class BodyTooLargeError(OrchestraError):
 
 
 def dumps(data: Any) -> bytes:
-    """Compact UTF-8 JSON."""
-    return _dumps(data).encode()
+    """Compact UTF-8 JSON (the encoder ``server.json_encoder`` chose)."""
+    return codec.encode(data)
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
     """A JSON answer."""
-    return web.Response(body=_dumps(data).encode(), status=status,
-                        content_type="application/json")
+    return bytes_response(codec.encode(data), status)
+
+
+def bytes_response(body: bytes, status: int = 200) -> web.Response:
+    """A JSON answer from already encoded bytes."""
+    return web.Response(body=body, status=status, content_type="application/json")
 
 
 def error_response(error: OrchestraError, request_id: str) -> web.Response:

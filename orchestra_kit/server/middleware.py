@@ -47,6 +47,7 @@ log = logging.getLogger("orchestra_kit.server")
 REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$").match
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_READS = frozenset({"GET", "HEAD"})
 # Slack's routes authenticate by request signature (checked by the chat adapter), not
 # by bearer keys, and Slack's few addresses are not rate limited per client.
 _SIGNED_PREFIX = "/slack/"
@@ -68,6 +69,9 @@ class _Pipeline:
         self.limit_header = str(server.rate_limit_burst)
         self.labels: dict[AbstractRoute | None, str] = {}
         self.root = str(state.project_root)
+        # Without a rate limit or API keys, a GET/HEAD has nothing to guard: its body is
+        # never read, so even the size check is skipped on the hot read paths.
+        self.guard_reads = self.limiter is not None or bool(self.keys)
 
     def scrub(self, exc: OrchestraError) -> OrchestraError:
         """Keep the server's own paths out of answers (the project root is not public)."""
@@ -132,6 +136,7 @@ class _Pipeline:
         if self.gzip_min and isinstance(resp, web.Response):
             body = resp.body
             if (isinstance(body, bytes) and len(body) >= self.gzip_min
+                    and hdrs.CONTENT_ENCODING not in resp.headers  # already encoded
                     and "gzip" in request.headers.get(hdrs.ACCEPT_ENCODING, "")):
                 resp.enable_compression(web.ContentCoding.gzip)
                 resp.headers[hdrs.VARY] = hdrs.ACCEPT_ENCODING
@@ -168,7 +173,8 @@ def build_middleware(state: AppState) -> Any:
         headers: dict[str, str] = {}
         metrics.in_flight += 1
         try:
-            p.guard(request, headers)
+            if p.guard_reads or request.method not in _READS:
+                p.guard(request, headers)
             resp = await handler(request)
         except OrchestraError as exc:
             resp = error_response(p.scrub(exc), rid)

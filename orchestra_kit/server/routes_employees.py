@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +18,7 @@ __all__ = ["routes"]
 routes = web.RouteTableDef()
 
 _SMARTNESS = frozenset(s.value for s in Smartness)
+_EMPLOYEES = ("employees",)
 
 
 def error_item(error: OrchestraError) -> dict[str, Any]:
@@ -32,9 +34,14 @@ async def list_employees(request: web.Request) -> web.Response:
     smartness = query_choice(request, "smartness", _SMARTNESS)
     limit = query_int(request, "limit", 1000, 1, 10_000)
     offset = query_int(request, "offset", 0, 0, 10**9)
-    employees = await store.list_employees(role=role, smartness=smartness, limit=limit,
-                                           offset=offset)
-    return json_response({"employees": [e.to_dict() for e in employees]})
+
+    async def load() -> dict[str, Any]:
+        employees = await store.list_employees(role=role, smartness=smartness, limit=limit,
+                                               offset=offset)
+        return {"employees": [e.to_dict() for e in employees]}
+
+    key = ("employees", role, smartness, limit, offset)
+    return await _cached_answer(request, store, key, load)
 
 
 @routes.post("/employees")
@@ -83,10 +90,25 @@ def _name_param(request: web.Request) -> str:
 async def get_employee(request: web.Request) -> web.Response:
     """One employee; 404 when absent."""
     name = _name_param(request)
-    employee = await request.app[STATE].require_store().get_employee(name)
-    if employee is None:
-        raise NotFoundError(f"No employee named {name!r}", details={"name": name})
-    return json_response(employee.to_dict())
+    store = request.app[STATE].require_store()
+
+    async def load() -> dict[str, Any]:
+        employee: Employee | None = await store.get_employee(name)
+        if employee is None:
+            raise NotFoundError(f"No employee named {name!r}", details={"name": name})
+        return employee.to_dict()
+
+    return await _cached_answer(request, store, ("employee", name), load)
+
+
+async def _cached_answer(request: web.Request, store: Any, key: tuple[Any, ...],
+                         load: Callable[[], Awaitable[dict[str, Any]]]) -> web.Response:
+    """``load()`` as JSON, through the encoded-answer cache when the store caches reads."""
+    cache = request.app[STATE].responses
+    if cache is None:
+        return json_response(await load())
+    answer: web.Response = await cache.answer(request, store, key, _EMPLOYEES, load)
+    return answer
 
 
 @routes.delete("/employees/{name}")

@@ -48,23 +48,29 @@ def _limiter_stats(state: AppState) -> dict[str, Any]:
 async def health(request: web.Request) -> web.Response:
     """Liveness and readiness: 200 when ready, 503 while starting or draining."""
     state = request.app[STATE]
-    counts = await _counts(state) if state.phase is Phase.READY else {}
-    running = state.scheduler.stats().get("running", 0) if state.scheduler is not None else 0
-    m = state.metrics.counters()
+    ready = state.phase is Phase.READY
+    counts = await state.store.counts() if ready and state.store is not None else {}
+    sched = state.scheduler
+    running = (sched.running_count if hasattr(sched, "running_count")
+               else sched.stats().get("running", 0)) if sched is not None else 0
+    t = state.metrics.total
+    total = t.count
+    errors = t.by_class[4] + t.by_class[5]
     body = {
-        "status": "healthy" if state.phase is Phase.READY else str(state.phase),
+        "status": "healthy" if ready else str(state.phase),
         "uptime_seconds": round(state.metrics.uptime_s(), 3),
         "counts": counts,
         "chat_enabled": state.chat is not None,
         "active_sessions": running,
         "total_agents": counts.get("employees", 0),
         "performance_metrics": {
-            "requests_total": m["requests_total"], "requests_success": m["requests_success"],
-            "requests_error": m["requests_error"], "error_rate": m["error_rate"],
-            "avg_response_time_ms": m["avg_response_time_ms"], "active_tasks": running,
+            "requests_total": total, "requests_success": t.by_class[2],
+            "requests_error": errors, "error_rate": errors / total if total else 0.0,
+            "avg_response_time_ms": t.sum_us / total / 1000.0 if total else 0.0,
+            "active_tasks": running,
         },
     }
-    return json_response(body, status=200 if state.phase is Phase.READY else 503)
+    return json_response(body, status=200 if ready else 503)
 
 
 def _database_metrics(counts: dict[str, Any], stats: dict[str, Any],
@@ -108,8 +114,20 @@ async def performance(request: web.Request) -> web.Response:
     doc = state.metrics.performance_document(
         database=_database_metrics(await _counts(state), await _store_stats(state), flags),
         optimization=flags, session=session, active_tasks=sched.get("running", 0))
+    resources = _resources(state)
+    doc["resource_metrics"] = resources
+    doc["cpu_usage"] = resources.get("cpu_percent", 0.0)  # the seed's names
+    doc["memory_usage_mb"] = resources.get("rss_mb", 0.0)
     doc["chat"] = state.chat.stats() if state.chat is not None else {"enabled": False}
     return json_response(doc)
+
+
+def _resources(state: AppState) -> dict[str, Any]:
+    """Process CPU %, RSS, open connections, loop lag, the store writer's queue depth."""
+    out: dict[str, Any] = state.probe.snapshot() if state.probe is not None else {}
+    depth = getattr(state.store, "writer_queue_depth", None)
+    out["store_writer_queue_depth"] = depth if depth is not None else 0
+    return out
 
 
 def _numeric(prefix: str, stats: dict[str, Any]) -> dict[str, float]:
@@ -121,7 +139,8 @@ def _numeric(prefix: str, stats: dict[str, Any]) -> dict[str, float]:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format (a private registry; gauges pulled now)."""
     state = request.app[STATE]
-    gauges = {**_numeric("store", await _store_stats(state)),
+    gauges = {**_numeric("process", _resources(state)),
+              **_numeric("store", await _store_stats(state)),
               **_numeric("store_count", await _counts(state)),
               **_numeric("scheduler", _scheduler_stats(state)),
               **_numeric("llm_limiter", _limiter_stats(state))}

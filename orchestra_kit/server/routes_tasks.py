@@ -133,10 +133,14 @@ async def task_events(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events of one task until it is terminal (heartbeat comments meanwhile)."""
     state = request.app[STATE]
     task_id = path_id(request, "task")
-    task = await state.require_store().get_task(task_id)
+    scheduler = state.scheduler
+    # A task just submitted is in the scheduler's memory: no read (a cache miss after
+    # every write) to know it exists.
+    live = getattr(scheduler, "live_task", None)
+    task = (live(task_id) if live is not None else None) or \
+        await state.require_store().get_task(task_id)
     if task is None:
         raise NotFoundError(f"No task {task_id}")
-    scheduler = state.scheduler
     resp = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no", "X-Request-ID": request[REQUEST_ID]})

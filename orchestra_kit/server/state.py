@@ -48,6 +48,10 @@ class AppState:
     chat: Any = None  # the Slack adapter, when chat.enabled
     phase: Phase = Phase.STARTING
     drained: asyncio.Event | None = None
+    #: Encoded answers of cached reads (None when the store's query cache is off).
+    responses: Any = None
+    #: Process resources and event-loop lag (:class:`~.probes.ResourceProbe`).
+    probe: Any = None
     id_prefix: str = field(default_factory=lambda: os.urandom(4).hex())
     _next_id: int = 0
 

@@ -170,6 +170,22 @@ class StoreBase:
         gens = self._gens
         return tuple(gens[t] for t in tables)
 
+    def generations(self, tables: tuple[str, ...]) -> tuple[int, ...] | None:
+        """The tables' write generations now (bumped by every committed write, before its
+        caller is answered); None when caching is off. A value derived from a read made
+        after observing these may be served while they stay current (see :mod:`.cache`)."""
+        return self._gens_of(tables) if self._cache is not None else None
+
+    @property
+    def writer_queue_depth(self) -> int:
+        """Write ops waiting for the writer thread now."""
+        return self._writer.queue_depth if self._writer is not None else 0
+
+    @property
+    def cache_ttl_s(self) -> float:
+        """How long a cached read may be served (writes by other processes: unseen)."""
+        return self.settings.cache_ttl_seconds
+
     async def _cached(
         self,
         key: Hashable,

@@ -47,6 +47,13 @@ _TASK_STATUSES = ", ".join(f"'{s.value}'" for s in TaskStatus)
 _MODES = ", ".join(f"'{m.value}'" for m in TaskMode)
 _REQ_STATUSES = ", ".join(f"'{s.value}'" for s in RequestStatus)
 
+def _count_trigger(name: str, event: str, when: str, key: str, delta: str) -> str:
+    """A trigger keeping ``row_counts[key]`` current (``delta``: "+ 1", "- 1" ...)."""
+    cond = f" WHEN {when}" if when else ""
+    return (f"CREATE TRIGGER count_{name} AFTER {event} FOR EACH ROW{cond} BEGIN"
+            f" UPDATE row_counts SET n = n {delta} WHERE name = {key}; END")
+
+
 # Each step: (description, statements). Never edit a released step; append a new one.
 MIGRATIONS: list[tuple[str, Sequence[str]]] = [
     (
@@ -136,6 +143,33 @@ MIGRATIONS: list[tuple[str, Sequence[str]]] = [
              " (SELECT MIN(id) FROM tasks WHERE status = 'running' GROUP BY employee)"),
             ("CREATE UNIQUE INDEX uq_tasks_running_employee ON tasks(employee)"
              " WHERE status = 'running'"),
+        ),
+    ),
+    (
+        "row counts kept by triggers in each write's own transaction (GET /health)",
+        (
+            "CREATE TABLE row_counts (name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID",
+            "INSERT INTO row_counts SELECT 'employees', COUNT(*) FROM employees",
+            ("INSERT INTO row_counts SELECT 'pending_requests', COUNT(*) FROM file_requests"
+             " WHERE status = 'pending'"),
+            *(f"INSERT INTO row_counts SELECT 'tasks_{s.value}', COUNT(*) FROM tasks"
+              f" WHERE status = '{s.value}'" for s in TaskStatus),
+            _count_trigger("emp_ins", "INSERT ON employees", "", "'employees'", "+ 1"),
+            _count_trigger("emp_del", "DELETE ON employees", "", "'employees'", "- 1"),
+            _count_trigger("task_ins", "INSERT ON tasks", "", "'tasks_' || NEW.status", "+ 1"),
+            _count_trigger("task_del", "DELETE ON tasks", "", "'tasks_' || OLD.status", "- 1"),
+            _count_trigger("task_upd_old", "UPDATE OF status ON tasks",
+                           "OLD.status <> NEW.status", "'tasks_' || OLD.status", "- 1"),
+            _count_trigger("task_upd_new", "UPDATE OF status ON tasks",
+                           "OLD.status <> NEW.status", "'tasks_' || NEW.status", "+ 1"),
+            _count_trigger("req_ins", "INSERT ON file_requests", "NEW.status = 'pending'",
+                           "'pending_requests'", "+ 1"),
+            _count_trigger("req_del", "DELETE ON file_requests", "OLD.status = 'pending'",
+                           "'pending_requests'", "- 1"),
+            _count_trigger("req_upd", "UPDATE OF status ON file_requests",
+                           "(OLD.status = 'pending') <> (NEW.status = 'pending')",
+                           "'pending_requests'",
+                           "+ CASE WHEN NEW.status = 'pending' THEN 1 ELSE -1 END"),
         ),
     ),
 ]

@@ -225,6 +225,19 @@ class TaskAPI(StoreBase):
 
         await self._write(op, _TASKS, savepoint=False)
 
+    async def set_progress_many(self, progress: Mapping[int, int]) -> None:
+        """Record the progress of many running tasks in one write; a task that is no
+        longer running keeps what its end wrote (a late flush never undoes a 100 %)."""
+        for task_id, pct in progress.items():
+            if isinstance(pct, bool) or not isinstance(pct, int) or not 0 <= pct <= 100:
+                raise ValidationError(f"progress[{task_id}]",
+                                      f"must be an integer 0-100, got {pct!r}", value=pct)
+        rows = [(pct, task_id) for task_id, pct in progress.items()]
+        if rows:
+            await self._write(lambda c: c.executemany(
+                "UPDATE tasks SET progress = ? WHERE id = ? AND status = 'running'", rows),
+                _TASKS)
+
     async def recover(self, *, max_attempts: int) -> RecoveryReport:
         """Start-up: requeue (or fail, 'interrupted') tasks left running; free stale leases."""
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
@@ -236,22 +249,27 @@ class TaskAPI(StoreBase):
         return report
 
     async def counts(self) -> dict[str, int]:
-        """Employees, active leases, pending requests and tasks per status."""
+        """Employees, active leases, pending requests and tasks per status.
+
+        Row counts are kept by triggers in the ``row_counts`` table, in the transaction
+        of the write that changes them (schema step 3), so this reads a dozen rows
+        however many tasks the table holds; only active leases, which expire with time,
+        are counted (from the small partial index of unreleased leases)."""
         now = self._clock()
-        statuses = [s.value for s in TaskStatus]
-        sql = ("SELECT (SELECT COUNT(*) FROM employees),"
-               " (SELECT COUNT(*) FROM file_leases WHERE released_at IS NULL"
-               "  AND (expires_at IS NULL OR expires_at > :now)),"
-               " (SELECT COUNT(*) FROM file_requests WHERE status = 'pending'),"
-               " (SELECT MIN(expires_at) FROM file_leases WHERE released_at IS NULL"
-               "  AND expires_at > :now), "
-               + ", ".join(f"(SELECT COUNT(*) FROM tasks WHERE status = '{s}')" for s in statuses))
+        sql = ("SELECT name, n FROM row_counts UNION ALL"
+               " SELECT 'active_leases', COUNT(*) FROM file_leases WHERE released_at IS NULL"
+               "  AND (expires_at IS NULL OR expires_at > :now) UNION ALL"
+               " SELECT 'lease_expiry', MIN(expires_at) FROM file_leases"
+               "  WHERE released_at IS NULL AND expires_at > :now")
 
         async def load() -> tuple[dict[str, int], float | None]:
-            (row,) = await self._fetch(sql, {"now": now})
-            out = {"employees": row[0], "active_leases": row[1], "pending_requests": row[2]}
-            out.update({f"tasks_{s}": n for s, n in zip(statuses, row[4:], strict=True)})
-            return out, row[3]
+            rows = dict(await self._fetch(sql, {"now": now}))
+            expiry = rows.pop("lease_expiry", None)
+            out = {"employees": rows.get("employees", 0),
+                   "active_leases": rows.get("active_leases", 0),
+                   "pending_requests": rows.get("pending_requests", 0)}
+            out.update({f"tasks_{s.value}": rows.get(f"tasks_{s.value}", 0) for s in TaskStatus})
+            return out, expiry
 
         value, _ = await self._cached(("counts",), TABLES, load, lambda v: v[1])
         return dict(value)

@@ -12,10 +12,14 @@ import pytest
 from orchestra_kit.cli import main
 from orchestra_kit.server.bench import RawConnection
 
-SCHEDULER_KEYS = ["overhead_p50_ms", "overhead_p99_ms", "llm_overhead_p50_ms",
+SCHEDULER_KEYS = ["overhead_p50_ms", "overhead_p99_ms", "llm_overhead_p50_ms", "cpu_ms_per_task",
                   "tasks_per_s_c50", "tasks_per_s_c500", "ratelimit_error_pct", "max_burst"]
 HTTP_KEYS = ["hello_rps", "get_employee_rps", "health_rps", "read_vs_hello_ratio",
-             "hire_rps_c256", "hire_p99_ms_c256", "assign_rps_c256", "conn2000_ok_pct"]
+             "hire_rps_c256", "hire_p99_ms_c256", "assign_rps_c256", "conn2000_ok_pct",
+             "list100_rps", "list100_vs_hello_ratio", "hire_vs_hello_ratio",
+             "assign_vs_hello_ratio", "read_cpu_vs_hello_ratio", "hello_cpu_us_per_req",
+             "uvloop_speedup", "orjson_speedup", "uvloop_cpu_speedup", "orjson_cpu_speedup",
+             "ablation_uvloop_orjson_health_rps", "ablation_asyncio_stdlib_get_employee_rps"]
 
 
 @pytest.mark.timeout(180)
@@ -28,7 +32,7 @@ def test_bench_scheduler_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert doc["tasks_per_s_c50"] > 0
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_bench_http_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "http", "--json", "--quick"]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -36,6 +40,8 @@ def test_bench_http_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
         assert isinstance(doc[key], float | int) and doc[key] >= 0, key
     assert doc["hello_rps"] > 0 and doc["hire_rps_c256"] > 0
     assert doc["conn2000_ok_pct"] == 100.0
+    assert doc["event_loop"] in ("asyncio", "uvloop")
+    assert doc["json_encoder"] in ("stdlib", "orjson")
 
 
 async def test_raw_connection_reads_length_and_chunked_bodies() -> None:

@@ -1,4 +1,4 @@
-"""Tests for orchestra_kit.lab.compare: effect threshold AND significance over repeats."""
+"""Tests for orchestra_kit.lab.comparison: effect threshold AND significance over repeats."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from orchestra_kit.errors import ValidationError
-from orchestra_kit.lab.compare import compare, min_pvalue, permutation_pvalue, ratio_ci, unit_of
+from orchestra_kit.lab.comparison import compare, min_pvalue, permutation_pvalue, ratio_ci, unit_of
 
 
 def run(

@@ -227,3 +227,44 @@ def test_plot_report_draws_every_chart(tmp_path: Path) -> None:
     ]
     assert all(p.stat().st_size > 10_000 for p in paths)
     assert plot_report({"points": make_points().iloc[0:0]}, tmp_path / "c") == []
+
+
+def _visible_labelled_ticks(fig: Figure, axis: str = "y") -> list[str]:
+    fig.draw_without_rendering()
+    ax = fig.axes[0]
+    lo, hi = sorted(ax.get_ylim() if axis == "y" else ax.get_xlim())
+    getter = ax.yaxis if axis == "y" else ax.xaxis
+    return [t.label1.get_text() for t in getter.get_major_ticks()
+            if lo <= t.get_loc() <= hi and t.label1.get_text()]
+
+
+@pytest.mark.parametrize(("lo_ms", "hi_ms"), [(54.0, 76.0), (99.0, 101.0), (0.8, 3000.0),
+                                               (3.0, 9.0), (120.0, 480.0)])
+def test_log_latency_axis_labels_several_ticks_at_any_range(lo_ms: float, hi_ms: float) -> None:
+    points = make_points()
+    scale = np.linspace(lo_ms, hi_ms, len(points))
+    for col in ("p50_ms", "p90_ms", "p99_ms", "p999_ms", "service_p99_ms"):
+        points[col] = scale
+    ticks = _visible_labelled_ticks(plot_latency(points))
+    assert 3 <= len(ticks) <= 10, ticks
+
+
+def test_log_ticks_are_round_numbers_inside_the_range() -> None:
+    from orchestra_kit.lab.plot_common import log_ticks
+
+    assert log_ticks(54, 76) == [55.0, 60.0, 65.0, 70.0, 75.0]
+    assert log_ticks(10, 100) == [10.0, 20.0, 50.0, 100.0]
+    assert log_ticks(1, 1e6)[0] == 1.0 and len(log_ticks(1, 1e6)) <= 9
+    assert log_ticks(0, 0) == [] and log_ticks(-5, -1) == []
+
+
+@pytest.mark.parametrize("chart", ["latency", "success", "throughput"])
+def test_legend_sits_outside_the_data_area(chart: str) -> None:
+    points = make_points()
+    fig = {"latency": lambda: plot_latency(points, slo_p99_ms=150),
+           "success": lambda: plot_success(points),
+           "throughput": lambda: plot_throughput(points)}[chart]()
+    fig.draw_without_rendering()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent()
+    assert legend.x0 >= ax.get_window_extent().x1  # right of the plot: covers no line

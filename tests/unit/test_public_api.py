@@ -68,3 +68,13 @@ def test_python_dash_m_works_like_the_script() -> None:
                          capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert "fake-llm" in out.stdout and "serve" in out.stdout
+
+
+def test_public_functions_are_not_shadowed_by_submodules() -> None:
+    import orchestra_kit.lab.analysis
+    from orchestra_kit.lab import compare
+
+    assert callable(compare) and not isinstance(compare, type(orchestra_kit))
+    clashes = [n for n in orchestra_kit.lab.__all__
+               if (PACKAGE / "lab" / f"{n}.py").exists()]
+    assert not clashes, f"public names that are also submodules: {clashes}"

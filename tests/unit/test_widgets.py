@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -11,7 +12,11 @@ pytest.importorskip("ipywidgets")
 
 import pandas as pd
 
+from orchestra_kit.errors import ConfigError
 from orchestra_kit.lab.widgets import SETTINGS_KNOBS, TuningPanel
+from orchestra_kit.lab.widgets_knobs import KNOB_GROUPS, KNOBS, parse_levels
+
+PNG = b"\x89PNG"
 
 
 def _small(panel: TuningPanel) -> None:
@@ -49,10 +54,16 @@ async def test_run_records_the_knob_values(tmp_path: Path) -> None:
     points = pd.read_csv(run.run_dir / "points.csv")
     assert sorted(points["load"]) == [1.0, 2.0]
     assert panel.progress.value == panel.progress.max == 2
-    assert not panel.run_button.disabled
-    assert run.label in panel.runs_select.options
-    assert str(run.run_dir) in panel.table.value
+    assert not panel.run_button.disabled and panel.stop_button.disabled
+    assert (run.label, 0) in panel.runs_select.options and panel.runs_select.value == (0,)
+    assert f"title='{run.run_dir}'>{run.run_dir.name}<" in panel.table.value
+    assert "data-status='complete'" in panel.table.value
     assert panel.last_error == ""
+    assert run.status == "complete" and run.points == 2
+    assert "settings" not in repr(run) and run.label in repr(run)  # concise, no wall of text
+    table = panel.runs_table()
+    assert list(table["status"]) == ["complete"] and list(table["points"]) == [2]
+    assert list(table["run_dir"]) == [str(run.run_dir)]
 
 
 async def test_button_click_runs_in_a_panel_task(tmp_path: Path) -> None:
@@ -92,3 +103,90 @@ async def test_bad_levels_text_is_reported(tmp_path: Path) -> None:
     panel.levels.value = "two, 4"
     assert await panel.run() is None
     assert "load.users" in panel.last_error
+
+
+def test_knobs_are_grouped_labelled_and_name_their_key_and_default(tmp_path: Path) -> None:
+    panel = TuningPanel(results_root=tmp_path)
+    assert {k.group for k in KNOBS} <= set(KNOB_GROUPS)
+    for knob in KNOBS:
+        widget = panel.knobs[knob.key]
+        assert widget.description == knob.label and "." not in knob.label
+        assert widget.tooltip.startswith(f"{knob.key} — default ")
+    assert panel.knobs["database.batch_size"].tooltip == "database.batch_size — default 100"
+    tip = panel.knobs["scheduler.max_api_requests_per_minute"].tooltip
+    assert "default 100" in tip and "1,000,000" in tip
+    shown = panel.widget()
+    assert "orchestra-panel" in shown._dom_classes
+
+
+@pytest.mark.parametrize(("text", "model", "words"), [
+    ("2.5", "closed", "levels must be whole numbers"),
+    ("two, 4", "closed", "'two' is not a number"),
+    ("4, -1", "open", "levels must be greater than 0"),
+    ("", "closed", "at least one load level"),
+    ("nan", "open", "greater than 0"),
+])
+def test_parse_levels_names_the_rule(text: str, model: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        parse_levels(text, model)
+
+
+def test_parse_levels_accepts_whole_floats_and_rates() -> None:
+    assert parse_levels("2.0; 8", "closed") == [2, 8]
+    assert parse_levels("0.5, 10", "open") == [0.5, 10.0]
+
+
+async def test_bad_level_resets_the_progress_bar(tmp_path: Path) -> None:
+    panel = TuningPanel(results_root=tmp_path)
+    panel.progress.max, panel.progress.value = 2, 2  # as a finished run leaves it
+    panel.levels.value = "2.5"
+    assert await panel.run() is None
+    assert "whole numbers" in panel.last_error and "whole numbers" in panel.status.value
+    assert panel.progress.value == 0 and panel.progress.bar_style == "danger"
+
+
+async def test_chart_and_table_update_as_points_finish(tmp_path: Path) -> None:
+    panel = TuningPanel(results_root=tmp_path)
+    _small(panel)
+    assert bytes(panel.chart.value).startswith(PNG)  # a placeholder chart before any run
+    charts: list[bytes] = []
+    tables: list[str] = []
+    panel.chart.observe(lambda c: charts.append(bytes(c["new"])), names="value")
+    panel.table.observe(lambda c: tables.append(c["new"]), names="value")
+    run = await panel.run()
+    assert run is not None
+    # one redraw per finished point, then the recorded run selected in the overlay
+    assert len(charts) >= 3 and len(set(charts)) >= 3 and all(c.startswith(PNG) for c in charts)
+    assert any("data-status='running'" in t for t in tables)
+    assert "data-status='running'" not in panel.table.value
+
+
+async def test_stop_cancels_cleanly_and_keeps_the_partial_run(tmp_path: Path) -> None:
+    panel = TuningPanel(results_root=tmp_path)
+    panel.workload.value, panel.levels.value, panel.duration_s.value = "hire", "1, 2, 4", 0.8
+    panel.run_button.click()
+    await asyncio.sleep(0)  # the clicked task starts
+    assert panel.task is not None and panel.running and not panel.stop_button.disabled
+    assert panel.run_button.disabled and panel.run_button.description == "Running…"
+    async with asyncio.timeout(30):
+        while panel.progress.value < 1:  # the first point is saved
+            await asyncio.sleep(0.05)
+    run = await panel.stop()
+    assert run is not None and run.status == "stopped" and 1 <= run.points < 3
+    manifest = json.loads((run.run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "stopped"
+    assert len(pd.read_csv(run.run_dir / "points.csv")) == run.points
+    assert not panel.running and panel.stop_button.disabled and not panel.run_button.disabled
+    assert "Stopped" in panel.status.value and "data-status='stopped'" in panel.table.value
+    assert panel.task.done() and not panel.task.cancelled()
+
+
+def test_each_recorded_run_joins_the_overlay_selection(tmp_path: Path) -> None:
+    panel = TuningPanel(results_root=tmp_path)
+    spec = panel.build_spec()
+    for i in range(3):
+        (tmp_path / f"r{i}").mkdir()
+        panel._record(spec, tmp_path / f"r{i}", "complete")
+    assert panel.runs_select.value == (0, 1, 2)
+    assert [r.label for r in panel.runs] == ["run 1: hire, 2, 8", "run 2: hire, 2, 8",
+                                             "run 3: hire, 2, 8"]

@@ -1,0 +1,58 @@
+"""The encoded-answer cache: served only while the store's generations are current and
+the TTL holds; bounded by entries and by bytes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import make_mocked_request
+
+from orchestra_kit.server.respcache import EncodedCache
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.gen = 0
+        self.cache_ttl_s = 30.0
+
+    def generations(self, tables: tuple[str, ...]) -> tuple[int, ...]:
+        return (self.gen,)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_served_until_a_write_or_the_ttl() -> None:
+    store, clock, loads = FakeStore(), Clock(), []
+    cache = EncodedCache(max_entries=10, gzip_min_bytes=0, clock=clock)
+    request = make_mocked_request("GET", "/x")
+
+    async def load() -> Any:
+        loads.append(1)
+        return {"n": len(loads)}
+
+    bodies = [(await cache.answer(request, store, "k", ("t",), load)).body for _ in range(3)]
+    assert bodies == [b'{"n":1}'] * 3 and len(loads) == 1
+    store.gen += 1  # a committed write to the table
+    assert (await cache.answer(request, store, "k", ("t",), load)).body == b'{"n":2}'
+    clock.now += 31  # past the store's TTL
+    assert (await cache.answer(request, store, "k", ("t",), load)).body == b'{"n":3}'
+
+
+async def test_bounded_by_entries_and_bytes() -> None:
+    store = FakeStore()
+    cache = EncodedCache(max_entries=3, gzip_min_bytes=0, max_bytes=250)
+    request = make_mocked_request("GET", "/x")
+
+    async def big() -> Any:
+        return {"pad": "x" * 100}
+
+    for key in range(5):
+        await cache.answer(request, store, key, ("t",), big)
+    assert len(cache) == 2  # 3 would exceed 250 bytes
+    assert cache.stats()["bytes"] <= 250
