@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from .loadgen import LoadModel, LoadRun
 from .workers import WorkerFailed, WorkerResult, WorkerSlice, merge, run_worker_slice
 
-__all__ = ["DaskEngine", "dask_engine", "run_dask_slice"]
+__all__ = ["DaskEngine", "open_dask_engine", "run_dask_slice"]
 
 DISPATCH_MARGIN_S = 2.0  # the shared start is this far after submitting (dask dispatch)
 LATE_START_S = 1.5  # a slice starting later than this after the shared start refuses
@@ -138,7 +138,7 @@ async def _describe(fut: Any) -> str:
 
 
 @asynccontextmanager
-async def dask_engine(scheduler_address: str = "", n_workers: int = 1, *,
+async def open_dask_engine(scheduler_address: str = "", n_workers: int = 1, *,
                       connect_timeout_s: float = CONNECT_TIMEOUT_S) -> AsyncIterator[DaskEngine]:
     """A :class:`DaskEngine` on ``scheduler_address`` (a :class:`WorkerFailed` when it
     cannot be reached within ``connect_timeout_s``), or on a ``LocalCluster`` of

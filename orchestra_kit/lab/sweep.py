@@ -91,9 +91,9 @@ async def _engine(spec: ExperimentSpec) -> AsyncIterator[DaskEngine | None]:
     if spec.generator.engine != "dask":
         yield None
         return
-    from .dask_engine import dask_engine
+    from .dask_engine import open_dask_engine
 
-    async with dask_engine(spec.generator.scheduler_address, spec.generator.count()) as engine:
+    async with open_dask_engine(spec.generator.scheduler_address, spec.generator.count()) as engine:
         yield engine
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from lab_workloads import DieInWorker, GetPath
 
-from orchestra_kit.lab.dask_engine import dask_engine
+from orchestra_kit.lab.dask_engine import open_dask_engine
 from orchestra_kit.lab.loadgen import OpenLoop
 from orchestra_kit.lab.spec import parse_spec
 from orchestra_kit.lab.sweep import run_experiment
@@ -55,7 +55,7 @@ async def test_a_dead_dask_worker_is_a_failure(truth_url: str) -> None:
     model = OpenLoop(rate_rps=100, arrival="constant")
     slices = [WorkerSlice(url=truth_url, workload=DieInWorker("/health"), model=model, part=p,
                           duration_s=1.0, client="raw") for p in split(model, 1.0, None, 0, 2)]
-    async with dask_engine(n_workers=2) as engine:
+    async with open_dask_engine(n_workers=2) as engine:
         with pytest.raises(WorkerFailed, match="died"):
             await engine.run(slices, model=model, duration_s=1.0)
 
@@ -64,7 +64,7 @@ async def test_too_few_dask_workers_is_a_clear_error(truth_url: str) -> None:
     model = OpenLoop(rate_rps=10, arrival="constant")
     slices = [WorkerSlice(url=truth_url, workload=DieInWorker("/health"), model=model, part=p,
                           duration_s=0.2, client="raw") for p in split(model, 0.2, None, 0, 2)]
-    async with dask_engine(n_workers=1) as engine:
+    async with open_dask_engine(n_workers=1) as engine:
         with pytest.raises(WorkerFailed, match="has 1 worker"):
             await engine.run(slices, model=model, duration_s=0.2)
 
@@ -77,7 +77,7 @@ async def test_an_existing_scheduler_runs_one_slice_per_worker(truth_url: str) -
                           duration_s=0.5, client="raw") for p in split(model, 0.5, None, 0, 2)]
     cluster_cm = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,  # type: ignore[no-untyped-call]
                               host="127.0.0.1", dashboard_address=None, asynchronous=True)
-    async with cluster_cm as cluster, dask_engine(cluster.scheduler_address) as engine:
+    async with cluster_cm as cluster, open_dask_engine(cluster.scheduler_address) as engine:
         assert not engine.local and await engine.count() == 2
         run = await engine.run(slices, model=model, duration_s=0.5)
     assert [r.index for r in run.records] == list(range(20))
@@ -92,5 +92,5 @@ async def test_an_unreachable_scheduler_is_a_clear_error() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(WorkerFailed, match="cannot reach dask scheduler"):
-        async with dask_engine(f"tcp://127.0.0.1:{port}", connect_timeout_s=1.0):
+        async with open_dask_engine(f"tcp://127.0.0.1:{port}", connect_timeout_s=1.0):
             pass
