@@ -76,14 +76,28 @@ class TargetSpec:
 @dataclass(frozen=True, kw_only=True)
 class GeneratorSpec:
     """How the load is generated: ``processes`` = N worker processes or ``"auto"``
-    (the cores this process may use, minus one for the service)."""
+    (the cores this process may use, minus one for the service); ``engine`` runs them
+    as local ``spawn`` processes (``"local"``) or on dask.distributed (``"dask"``: on
+    ``scheduler_address``, or a ``LocalCluster`` of N processes when it is empty)."""
 
     processes: int | str = 1
     client: str = "auto"
+    engine: str = "local"
+    scheduler_address: str = ""
 
     def __post_init__(self) -> None:
         if self.client not in ("auto", "aiohttp", "raw"):
             raise _fail("generator.client", self.client, "must be 'auto', 'aiohttp' or 'raw'")
+        if self.engine not in ("local", "dask"):
+            raise _fail("generator.engine", self.engine, "must be 'local' or 'dask'")
+        addr = self.scheduler_address
+        if not isinstance(addr, str):
+            raise _fail("generator.scheduler_address", addr, "must be a string")
+        if addr and self.engine != "dask":
+            raise _fail("generator.scheduler_address", addr, "needs generator.engine = 'dask'")
+        if addr and (not addr.startswith(("tcp://", "tls://")) or ":" not in addr[6:]):
+            raise _fail("generator.scheduler_address", addr,
+                        "must be a dask scheduler address like 'tcp://HOST:8786'")
         p = self.processes
         if p != "auto" and (not isinstance(p, int) or isinstance(p, bool) or not 1 <= p <= 64):
             raise _fail("generator.processes", p, "must be an integer 1..64 or \"auto\"")

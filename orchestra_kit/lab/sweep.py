@@ -5,7 +5,8 @@ CLI's ``asyncio.run``. Each (point, repeat) gets its own target (see
 :mod:`orchestra_kit.lab.target`): by default ``orchestra serve`` in a child process on
 127.0.0.1 with a fresh database, its log under ``RUN_DIR/service/``; or the service in
 this process (``inprocess``); or the spec's URL. The load comes from this process or
-from ``[generator] processes`` worker processes (:mod:`orchestra_kit.lab.workers`).
+from ``[generator] processes`` worker processes (:mod:`orchestra_kit.lab.workers`), or
+from dask.distributed workers with ``engine = "dask"`` (:mod:`orchestra_kit.lab.dask_engine`).
 Results go to ``results/NAME/RUN_ID/`` (see docs/results-schema.md). A point that
 fails (the service does not start, a worker dies, the workload's setup is refused) is
 recorded as a row with ``point_error`` and listed in the manifest's ``failed_points``;
@@ -18,10 +19,10 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -37,6 +38,9 @@ from .spec import ExperimentSpec, SweepPoint, to_document
 from .target import Target, open_target, service_settings
 from .workers import WorkerSlice, lab_client, run_workers, split
 from .workloads import Workload, make_workload
+
+if TYPE_CHECKING:
+    from .dask_engine import DaskEngine
 
 __all__ = ["PointDone", "run_experiment", "service_settings", "settings_ceiling_rps"]
 
@@ -72,17 +76,40 @@ class _PointJob:
     label: str
     progress: bool
     log_path: Path | None
+    engine: DaskEngine | None = None
+
+
+async def _processes(job: _PointJob) -> int:
+    """Slices for this point: the spec's count, or every worker of a remote dask cluster
+    when ``processes = "auto"``."""
+    engine = job.engine
+    if engine is not None and not engine.local and job.spec.generator.processes == "auto":
+        return max(1, await engine.count())
+    return job.spec.generator.count()
+
+
+@contextlib.asynccontextmanager
+async def _engine(spec: ExperimentSpec) -> AsyncIterator[DaskEngine | None]:
+    """The run's dask engine (one cluster for every point), or None for local workers."""
+    if spec.generator.engine != "dask":
+        yield None
+        return
+    from .dask_engine import open_dask_engine
+
+    async with open_dask_engine(spec.generator.scheduler_address, spec.generator.count()) as engine:
+        yield engine
 
 
 async def _generate(job: _PointJob, url: str, workload: Workload) -> LoadRun:
-    """Set the workload up, then drive it from this process or from worker processes."""
+    """Set the workload up, then drive it from this process, from worker processes or
+    from dask workers."""
     load, spec = job.point.load, job.spec
-    processes = spec.generator.count()
+    processes = await _processes(job)
     client_kind = spec.generator.client_for(job.point.workload)
     async with lab_client(url, api_key=spec.target.api_key, connections=load.connections(),
                           kind=client_kind) as client:
         await workload.setup(client)
-        if processes == 1:
+        if processes == 1 and job.engine is None:
             return await run_load(workload.operation(client), load.to_model(),
                                   duration_s=load.duration_s, max_requests=_cap(job),
                                   seed=job.seed, progress=job.progress, label=job.label,
@@ -93,9 +120,10 @@ async def _generate(job: _PointJob, url: str, workload: Workload) -> LoadRun:
                           connections=load.connections(), client=client_kind,
                           label=job.label)
               for part in parts]
+    run_slices = run_workers if job.engine is None else job.engine.run
     with _bar(job, sum(len(p.arrivals) for p in parts)) as on_progress:
-        return await run_workers(slices, model=load.to_model(), duration_s=load.duration_s,
-                                 on_progress=on_progress)
+        return await run_slices(slices, model=load.to_model(), duration_s=load.duration_s,
+                                on_progress=on_progress)
 
 
 def _cap(job: _PointJob) -> int | None:
@@ -201,18 +229,19 @@ async def run_experiment(
                 "settings": Settings().with_overrides(spec.target.settings).to_dict(),
                 "seed": spec.seed, "points": total, "target_kind": spec.target.kind,
                 "generator": {"processes": spec.generator.count(),
+                              "engine": spec.generator.engine,
                               "calibration": capacity},
                 "failed_points": []}
     writer = await RunWriter.create(Path(results_root), spec.name, manifest)
     done = 0
-    async with writer:
+    async with writer, _engine(spec) as engine:
         for point in points:
             for repeat in range(spec.repeats):
                 job = _PointJob(spec=spec, point=point, repeat=repeat,
                                 seed=spec.seed + 1_000 * point.index + repeat,
                                 label=_label(spec, point, repeat, done, total), progress=progress,
                                 log_path=await _log_path(writer.path, spec, point.index,
-                                                         repeat))
+                                                         repeat), engine=engine)
                 run, summary = await _run_point(job)
                 if summary["point_error"]:
                     writer.manifest["failed_points"].append(

@@ -8,8 +8,8 @@ A :class:`WorkerSlice` holds everything a worker needs (target URL, the workload
 object *after* its setup, the load model, its share of the run, the shared start
 time as wall-clock seconds); a :class:`WorkerResult` holds its request records, its
 HdrHistogram blobs and its generator health (loop lag, CPU). Nothing refers to the
-parent, so the same function can run on another executor (a later issue runs it on
-``dask.distributed``). :func:`split` cuts a run into slices: an open-loop schedule
+parent, so the same function can run on another executor
+(:mod:`orchestra_kit.lab.dask_engine` runs it on ``dask.distributed``). :func:`split` cuts a run into slices: an open-loop schedule
 by arrival index (worker *k* sends arrivals k, k+N, k+2N, … of the one seeded
 schedule, all from one shared start time, as GuideLLM does), a closed loop by users
 (user *u* goes to worker u mod N; request indexes are strided so they stay unique).

@@ -115,3 +115,18 @@ def test_an_open_loop_cut_short_by_max_requests_is_refused() -> None:
 def test_the_client_never_caps_a_closed_loop_below_its_users() -> None:
     spec = parse_spec({**base(), "sweep": {"load.users": [300]}})
     assert spec.points()[0].load.connections() == 300
+
+
+def test_the_generator_engine_and_scheduler_address_are_validated() -> None:
+    assert parse_spec(base()).generator.engine == "local"
+    dask = parse_spec({**base(), "generator": {"engine": "dask",
+                                               "scheduler_address": "tcp://10.0.0.5:8786"}})
+    assert dask.generator.engine == "dask"
+    assert dask.generator.scheduler_address == "tcp://10.0.0.5:8786"
+    with pytest.raises(ConfigError, match="generator.engine.*'local' or 'dask'"):
+        parse_spec({**base(), "generator": {"engine": "ray"}})
+    with pytest.raises(ConfigError, match="generator.scheduler_address.*needs generator.engine"):
+        parse_spec({**base(), "generator": {"scheduler_address": "tcp://h:8786"}})
+    for bad in ("h:8786", "tcp://", 8786):
+        with pytest.raises(ConfigError, match="generator.scheduler_address"):
+            parse_spec({**base(), "generator": {"engine": "dask", "scheduler_address": bad}})
