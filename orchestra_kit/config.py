@@ -185,7 +185,7 @@ class ServerSettings:
     json_encoder: Literal["stdlib", "orjson"] = "orjson"
     idle_timeout_s: float = 30.0
     body_timeout_s: float = 30.0
-    max_connections: int = 1000
+    max_connections: int = 10_000  # lowered at start to fit the open-file limit
     max_sse_subscribers_per_task: int = 100
 
     def __post_init__(self) -> None:

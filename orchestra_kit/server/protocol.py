@@ -146,7 +146,9 @@ class GuardedRunner(web.AppRunner):
         self.guard = _Guard(state, effective_max_connections(server.max_connections))
         state.connection_stats = self.stats
         if self.guard.max_connections < server.max_connections:
-            log.warning("server.max_connections=%d lowered to %d to fit the open-file "
+            # The default is meant to be fitted to the limit; a value someone chose is not.
+            chosen = server.max_connections != type(server)().max_connections
+            (log.warning if chosen else log.info)("server.max_connections=%d lowered to %d to fit the open-file "
                         "limit", server.max_connections, self.guard.max_connections)
 
     async def _make_server(self) -> web.Server:
