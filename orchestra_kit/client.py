@@ -209,7 +209,8 @@ class OrchestraClient:
         return [task_from(t) for t in body["tasks"]]
 
     async def cancel_task(self, task_id: int) -> Task:
-        """Cancel one task; the task afterwards."""
+        """Cancel one task; the task afterwards (still ``running`` when another service
+        instance runs it: the cancel is requested there and that instance stops it)."""
         body = await self._call("DELETE", f"/tasks/{int(task_id)}")
         return task_from(body["task"])
 

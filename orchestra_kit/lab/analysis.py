@@ -233,7 +233,9 @@ def summary_table(points: pd.DataFrame, *, load_col: str = "load") -> pd.DataFra
     """Per load (and series), repeat means of the key columns, rounded for display."""
     _require(points, load_col)
     audited = points if "audit_ok" in points.columns else audit(points)
-    keys = [*series_columns(points, load_col), load_col]
+    # A scale-out run: every row says which database and how many instances, first.
+    target = [c for c in ("database", "instances") if c in points.columns and c != load_col]
+    keys = [*target, *(c for c in series_columns(points, load_col) if c not in target), load_col]
     wanted = ["n", "success_rate", "throughput_rps", "goodput_rps", "p50_ms", "p95_ms", "p99_ms",
               "p999_ms", "service_p99_ms", "lag_p99_ms"]  # fmt: skip
     cols = [c for c in wanted if c in audited.columns]

@@ -11,6 +11,7 @@ from .capacity import agent_reading
 from .comparison import Comparison
 from .explain import ceiling_words, latency_by_priority, priority_words
 from .results import RunData, Slo, load_run
+from .scaleout_fit import scaleout_words
 from .selfaudit import capacity_of
 
 __all__ = ["Report", "build_report", "compare_runs"]
@@ -71,7 +72,8 @@ def build_report(run_dir: str | Path, *, charts: bool = True) -> Report:
     table = summary_table(points) if not points.empty else points
     reading = describe_run(points, _slo_of(run)) if not points.empty else "The run has no points."
     by_priority = latency_by_priority(run.requests, run.points)
-    extra = [w for w in (ceiling_words(points), priority_words(by_priority)) if w]
+    extra = [w for w in (ceiling_words(points), priority_words(by_priority),
+                         scaleout_words(points)) if w]
     reading = " ".join([reading, *extra])
     agents = agent_reading(run)
     if charts and agents:

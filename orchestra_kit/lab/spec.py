@@ -6,9 +6,13 @@ an unknown or bad one raises :class:`~orchestra_kit.errors.ConfigError` naming i
 (``sweep."load.users"[2]: must be an integer >= 1``).
 
 Sweep keys are ``load.<field>`` (users, think_time_s, rate_rps, arrival, burstiness,
-duration_s, max_requests), ``workload.<field>``, or ``settings.<key>`` for any Settings
-key (``settings.flags.enable_wal_mode``, ``settings.batch_size``). The grid is the
-cartesian product of the lists; ``x`` names the key plotted on the x-axis.
+duration_s, max_requests), ``workload.<field>``, ``target.database`` /
+``target.instances``, or ``settings.<key>`` for any Settings key
+(``settings.flags.enable_wal_mode``, ``settings.batch_size``). The grid is the
+cartesian product of the lists; ``variant = [...]`` picks ``[variants.NAME]`` tables of
+settings overrides (which may also set ``"target.database"`` and ``"target.instances"``).
+``x`` names the key plotted on the x-axis: a sweep key, or ``target.instances`` /
+``target.database`` when the variants set them.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from ..errors import ConfigError
 from .loadgen import ClosedLoop, LoadModel, OpenLoop
 from .provider import ProviderSpec
 from .results import Slo
+from .spec_target import TARGET_KEYS, GeneratorSpec, TargetSpec, _fail, _typed, check_target_shape
 
 __all__ = ["ExperimentSpec", "GeneratorSpec", "LoadSpec", "SweepPoint", "TargetSpec", "WorkloadSpec", "load_spec",
            "parse_spec"]
@@ -34,86 +39,6 @@ WORKLOAD_KINDS = ("hire", "batch_hire", "assign_wait", "assign", "lease_contenti
                   "health", "mix", "chat")
 _TOP_KEYS = {"name", "description", "seed", "repeats", "x", "target", "generator", "workload",
              "load", "sweep", "slo", "variants", "provider"}
-TARGET_KINDS = ("process", "inprocess", "url")
-
-
-def _fail(key: str, value: Any, allowed: str) -> ConfigError:
-    return ConfigError(key, value, allowed)
-
-
-def _typed(key: str, value: Any, kind: type, *, minimum: float | None = None) -> Any:
-    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        ok, value = True, float(value)
-    if not ok:
-        raise _fail(key, value, f"must be {'an integer' if kind is int else kind.__name__}")
-    if minimum is not None and value < minimum:
-        raise _fail(key, value, f"must be >= {minimum:g}")
-    return value
-
-
-@dataclass(frozen=True, kw_only=True)
-class TargetSpec:
-    """Where the load goes: ``process`` (a fresh ``orchestra serve`` child per point and
-    repeat, the default), ``inprocess`` (the service in the generator's own process and
-    event loop: for debugging, its points are marked) or ``url`` (an external service)."""
-
-    kind: str = "process"
-    url: str = ""
-    api_key: str = ""
-    start_timeout_s: float = 30.0
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.kind not in TARGET_KINDS:
-            raise _fail("target.kind", self.kind, "must be 'process', 'inprocess' or 'url'")
-        _typed("target.start_timeout_s", self.start_timeout_s, float, minimum=1)
-        if self.kind == "url" and not self.url.startswith(("http://", "https://")):
-            raise _fail("target.url", self.url, "must be an http(s) URL when target.kind = 'url'")
-        Settings().with_overrides(self.settings)  # validates every key and value now
-
-
-@dataclass(frozen=True, kw_only=True)
-class GeneratorSpec:
-    """How the load is generated: ``processes`` = N worker processes or ``"auto"``
-    (the cores this process may use, minus one for the service); ``engine`` runs them
-    as local ``spawn`` processes (``"local"``) or on dask.distributed (``"dask"``: on
-    ``scheduler_address``, or a ``LocalCluster`` of N processes when it is empty)."""
-
-    processes: int | str = 1
-    client: str = "auto"
-    engine: str = "local"
-    scheduler_address: str = ""
-
-    def __post_init__(self) -> None:
-        if self.client not in ("auto", "aiohttp", "raw"):
-            raise _fail("generator.client", self.client, "must be 'auto', 'aiohttp' or 'raw'")
-        if self.engine not in ("local", "dask"):
-            raise _fail("generator.engine", self.engine, "must be 'local' or 'dask'")
-        addr = self.scheduler_address
-        if not isinstance(addr, str):
-            raise _fail("generator.scheduler_address", addr, "must be a string")
-        if addr and self.engine != "dask":
-            raise _fail("generator.scheduler_address", addr, "needs generator.engine = 'dask'")
-        if addr and (not addr.startswith(("tcp://", "tls://")) or ":" not in addr[6:]):
-            raise _fail("generator.scheduler_address", addr,
-                        "must be a dask scheduler address like 'tcp://HOST:8786'")
-        p = self.processes
-        if p != "auto" and (not isinstance(p, int) or isinstance(p, bool) or not 1 <= p <= 64):
-            raise _fail("generator.processes", p, "must be an integer 1..64 or \"auto\"")
-
-    def count(self) -> int:
-        """The number of worker processes this spec asks for on this machine."""
-        from .workers import auto_processes
-
-        return auto_processes() if self.processes == "auto" else int(self.processes)
-
-    def client_for(self, workload: WorkloadSpec) -> str:
-        """``auto``: the lean raw client unless the workload follows tasks by SSE."""
-        if self.client != "auto":
-            return self.client
-        sse = workload.kind == "assign_wait" or workload.mix.get("assign_wait", 0) > 0
-        return "aiohttp" if sse else "raw"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,6 +142,8 @@ class SweepPoint:
     settings_overrides: dict[str, Any]
     load: LoadSpec
     workload: WorkloadSpec
+    database: str = "sqlite"
+    instances: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -248,21 +175,32 @@ class ExperimentSpec:
         load_kw: dict[str, Any] = {}
         work_kw: dict[str, Any] = {}
         settings = dict(self.target.settings)
+        target: dict[str, Any] = {"database": self.target.database,
+                                  "instances": self.target.instances}
         for key, value in params.items():
             section, _, rest = key.partition(".")
-            if section == "load":
-                load_kw[rest] = value
-            elif section == "workload":
-                work_kw[rest] = value
+            if section in ("load", "workload", "target"):
+                {"load": load_kw, "workload": work_kw, "target": target}[section][rest] = value
             elif key == "variant":
-                settings.update(self.variants[value])
+                for k, v in self.variants[value].items():
+                    if k.startswith("target."):
+                        target[k.removeprefix("target.")] = v
+                    else:
+                        settings[k] = v
             else:
                 settings[rest] = value
         load = dataclasses.replace(self.load, **load_kw)
         workload = dataclasses.replace(self.workload, **work_kw)
-        x_value = params.get(self.x, _default_x(load))
+        x_value = params.get(self.x, target.get(self.x.removeprefix("target."), _default_x(load)))
         return SweepPoint(index=index, params=params, load_value=_as_float(x_value),
-                          settings_overrides=settings, load=load, workload=workload)
+                          settings_overrides=settings, load=load, workload=workload,
+                          database=target["database"], instances=target["instances"])
+
+    @property
+    def scale_out(self) -> bool:
+        """Whether a point runs on PostgreSQL or with several instances (its results then
+        carry ``database`` and ``instances`` columns)."""
+        return any(p.database != "sqlite" or p.instances != 1 for p in self.points())
 
     def with_overrides(self, sets: Mapping[str, Any]) -> ExperimentSpec:
         """A copy with ``--set key=value`` pairs applied (same keys as the TOML)."""
@@ -305,8 +243,13 @@ def _check_variants(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     for name, overrides in variants.items():
         if not isinstance(overrides, dict):
             raise _fail(f"variants.{name}", overrides, "must be a table of settings overrides")
+        for key, value in overrides.items():
+            if key.startswith("target.") and key.removeprefix("target.") not in TARGET_KEYS:
+                raise _fail(f"variants.{name}.{key}", value,
+                            "a variant may set target.database and target.instances only")
         try:
-            Settings().with_overrides(overrides)
+            Settings().with_overrides({k: v for k, v in overrides.items()
+                                       if not k.startswith("target.")})
         except ConfigError as e:
             raise _fail(f"variants.{name}.{e.key}", e.value, e.allowed) from None
     return {k: dict(v) for k, v in variants.items()}
@@ -327,9 +270,11 @@ def _check_sweep(doc: Mapping[str, Any]) -> dict[str, list[Any]]:
                     raise _fail(f"sweep.variant[{i}]", v,
                                 f"must name a [variants.NAME] table: {', '.join(variants) or '(none)'}")
             continue
-        if section not in ("load", "workload", "settings") or not rest:
-            raise _fail(f"sweep.{key}", values,
-                        "keys are 'variant' or start with load., workload. or settings.")
+        if section == "target" and rest not in TARGET_KEYS:
+            raise _fail(f"sweep.{key}", values, "target keys to sweep: database, instances")
+        if section not in ("load", "workload", "settings", "target") or not rest:
+            raise _fail(f"sweep.{key}", values, "keys are 'variant' or start with load.,"
+                        " workload., target. or settings.")
     return sweep
 
 
@@ -357,7 +302,8 @@ def parse_spec(doc: Mapping[str, Any], *, source: str = "") -> ExperimentSpec:
         provider=_section(doc, "provider", ProviderSpec),
         source=source,
     )
-    if spec.x and spec.x not in spec.sweep:
+    by_variant = {f"target.{k}" for k in TARGET_KEYS} if "variant" in spec.sweep else set()
+    if spec.x and spec.x not in spec.sweep and spec.x not in by_variant:
         raise _fail("x", spec.x, f"must be one of the sweep keys: {', '.join(spec.sweep) or '(none)'}")
     _validated_points(spec)
     return spec
@@ -370,6 +316,9 @@ def _validated_points(spec: ExperimentSpec) -> list[SweepPoint]:
             Settings().with_overrides(p.settings_overrides)
         except ConfigError as e:
             raise _fail(f"sweep.settings.{e.key}", e.value, e.allowed) from None
+        where = ", ".join(f"{k}={v}" for k, v in p.params.items())
+        check_target_shape(spec.target.kind, p.database, p.instances,
+                           key=f"point {p.index} ({where}): target")
         points.append(p)
     return points
 

@@ -32,6 +32,7 @@ from .agentpoint import agent_point
 from .agentstats import AGENT_POINT_COLUMNS, append_agent_rows
 from .calibrate import cached_capacity
 from .loadgen import LoadRun, run_load
+from .pgpoint import drop_point_schema, point_database_url, redact_url, run_database
 from .provider import PROVIDER_COLUMNS
 from .results import RunWriter, summarise_point
 from .spec import ExperimentSpec, SweepPoint, to_document
@@ -77,6 +78,7 @@ class _PointJob:
     progress: bool
     log_path: Path | None
     engine: DaskEngine | None = None
+    database_url: str = ""  # the run's PostgreSQL ("" when no point needs one)
 
 
 async def _processes(job: _PointJob) -> int:
@@ -151,6 +153,16 @@ def _bar(job: _PointJob, total: int) -> Any:
 
 
 async def _run_point(job: _PointJob) -> tuple[LoadRun, dict[str, Any]]:
+    db_url = (point_database_url(job.database_url, job.point.index, job.repeat)
+              if job.point.database == "postgresql" else "")
+    try:
+        return await _run_point_on(job, db_url)
+    finally:
+        if db_url:
+            await drop_point_schema(db_url)
+
+
+async def _run_point_on(job: _PointJob, db_url: str) -> tuple[LoadRun, dict[str, Any]]:
     opened: list[Target] = []
     agent_columns: dict[str, Any] = {}
     workload = make_workload(job.point.workload, job.seed)
@@ -161,7 +173,8 @@ async def _run_point(job: _PointJob) -> tuple[LoadRun, dict[str, Any]]:
                          **(agents.overrides if agents else {})}
             async with open_target(job.spec.target.kind, url=job.spec.target.url,
                                    overrides=overrides, log_path=job.log_path,
-                                   start_timeout_s=job.spec.target.start_timeout_s) as target:
+                                   start_timeout_s=job.spec.target.start_timeout_s,
+                                   database_url=db_url, instances=job.point.instances) as target:
                 opened.append(target)
                 async with agents.sampling() if agents else contextlib.nullcontext():
                     run = await _generate(job, target.url, workload)
@@ -183,21 +196,25 @@ async def _run_point(job: _PointJob) -> tuple[LoadRun, dict[str, Any]]:
         run.extra["ceiling_rps"] = settings_ceiling_rps(target.settings,
                                                         job.point.workload.kind)
         if target.settings is not None:
-            run.extra["settings"] = target.settings.flat()
+            flat = target.settings.flat()
+            run.extra["settings"] = {**flat, "database.url": redact_url(flat.get("database.url", ""))}
     else:
         run.extra["target"] = {"kind": job.spec.target.kind}
-    summary = summarise_point(run, slo=job.spec.slo, params=_params(job.point))
+    summary = summarise_point(run, slo=job.spec.slo, params=_params(job.point, job.spec.scale_out))
     if job.spec.provider.kind == "fake":  # the same columns on every row, failed points too
         summary |= dict.fromkeys((*AGENT_POINT_COLUMNS, *PROVIDER_COLUMNS), math.nan)
         summary |= agent_columns
     return run, summary
 
 
-def _params(point: SweepPoint) -> dict[str, Any]:
-    """The point's columns: the loop kind and its load, then the swept keys."""
+def _params(point: SweepPoint, scale_out: bool = False) -> dict[str, Any]:
+    """The point's columns: the loop kind and its load, (for a scale-out spec) the
+    database and the instance count, then the swept keys."""
     load = point.load
     head: dict[str, Any] = ({"loop": "closed", "concurrency": load.users} if load.model == "closed"
                             else {"loop": "open", "rate_rps": load.rate_rps})
+    if scale_out:
+        head |= {"database": point.database, "instances": point.instances}
     return {**head, **point.params}
 
 
@@ -225,23 +242,28 @@ async def run_experiment(
     points = spec.points()
     total = len(points) * spec.repeats
     capacity = await cached_capacity(Path(results_root), measure=calibration)
-    manifest = {"spec": to_document(spec), "source": spec.source,
+    needs_pg = any(p.database == "postgresql" for p in points)
+    manifest = {"spec": _redacted_document(spec), "source": spec.source,
                 "settings": Settings().with_overrides(spec.target.settings).to_dict(),
                 "seed": spec.seed, "points": total, "target_kind": spec.target.kind,
                 "generator": {"processes": spec.generator.count(),
                               "engine": spec.generator.engine,
                               "calibration": capacity},
+                "database": sorted({p.database for p in points}),
+                "instances": sorted({p.instances for p in points}),
                 "failed_points": []}
     writer = await RunWriter.create(Path(results_root), spec.name, manifest)
     done = 0
-    async with writer, _engine(spec) as engine:
+    async with (writer, _engine(spec) as engine,
+                run_database(spec.target.database_url, needed=needs_pg) as database_url):
         for point in points:
             for repeat in range(spec.repeats):
                 job = _PointJob(spec=spec, point=point, repeat=repeat,
                                 seed=spec.seed + 1_000 * point.index + repeat,
                                 label=_label(spec, point, repeat, done, total), progress=progress,
                                 log_path=await _log_path(writer.path, spec, point.index,
-                                                         repeat), engine=engine)
+                                                         repeat), engine=engine,
+                                database_url=database_url)
                 run, summary = await _run_point(job)
                 if summary["point_error"]:
                     writer.manifest["failed_points"].append(
@@ -255,6 +277,13 @@ async def run_experiment(
                 if on_point is not None:
                     on_point(PointDone(point, repeat, summary, total, done))
     return writer.path
+
+
+def _redacted_document(spec: ExperimentSpec) -> dict[str, Any]:
+    """The spec for the manifest, without a database password."""
+    doc = to_document(spec)
+    doc["target"]["database_url"] = redact_url(doc["target"].get("database_url", ""))
+    return doc
 
 
 async def _log_path(run_dir: Path, spec: ExperimentSpec, point: int, repeat: int

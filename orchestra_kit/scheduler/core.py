@@ -81,7 +81,8 @@ class Scheduler(TaskExecution):
         if isinstance(store, SharedStoreProtocol):  # several instances: see .shared
             self._shared = SharedCoordinator(
                 store, self._hub, on_remote_status=self._remote_status,
-                on_requeued=self._enqueue, max_attempts=settings.max_attempts,
+                on_requeued=self._enqueue, on_cancel_request=self._stop_run,
+                max_attempts=settings.max_attempts,
                 sweep_interval_s=store.settings.heartbeat_interval_s)
             self._hub.forward = self._shared.forward
 
@@ -183,11 +184,9 @@ class Scheduler(TaskExecution):
     def _remote_status(self, task: Task) -> None:
         """Another instance changed a task: queue it here too, or stop considering it (or,
         when it ended elsewhere while running here, e.g. its employee was fired, stop it)."""
-        run = self._runs.get(task.id)
-        if run is not None:
-            if task.terminal and run.agent is not None and run.cancel_reason is None:
-                run.cancel_reason = task.error or f"{task.status} elsewhere"
-                run.agent.cancel()
+        if task.id in self._runs:
+            if task.terminal:
+                self._stop_run(task.id, task.error or f"{task.status} elsewhere")
             return
         if task.status == TaskStatus.QUEUED and self._state == "running":
             self._live[task.id] = task
@@ -307,7 +306,9 @@ class Scheduler(TaskExecution):
 
         A task still taking its leases (or waiting to retry them) is cancelled in the
         store at once; its run then sees ``cancel_reason`` and neither retries nor starts,
-        and a pending retry finds it gone from the live tasks."""
+        and a pending retry finds it gone from the live tasks. A task running on another
+        instance (shared store) gets a committed cancel request, and is returned still
+        running: that instance stops it (docs/scale-out.md)."""
         reason = "cancelled by request"
         run = self._runs.get(task_id)
         if run is not None and run.agent is not None:
@@ -324,7 +325,10 @@ class Scheduler(TaskExecution):
             run = self._runs.get(task_id)
             if run is not None:  # it started meanwhile
                 return await self._cancel_running(run, reason)
-            raise
+            if self._shared is None or current.status != TaskStatus.RUNNING:
+                raise
+            requested = await self._shared.request_cancel(task_id, reason)  # runs elsewhere
+            return requested or await self.cancel(task_id)  # it moved meanwhile: again
         self._stop_local(task_id, reason)
         self._counts["cancelled"] += 1
         self._hub.publish(TaskEvent.status_of(task))
@@ -349,14 +353,16 @@ class Scheduler(TaskExecution):
         """Cancel every queued and running task of an employee; the ids cancelled."""
         done: list[int] = []
         seen: set[int] = set()
+        # Shared store: its tasks running on other instances get cancel requests too.
+        states = ("queued", "running") if self._shared is not None else ("queued",)
         while True:  # page by page: each page's tasks leave the 'queued' filter as they go
-            page = [t.id for t in await self._store.list_tasks(employee=name, status="queued")
-                    if t.id not in seen]
-            page += [tid for tid, run in self._runs.items()
-                     if run.task.employee == name and tid not in seen]
+            page = [t.id for st in states
+                    for t in await self._store.list_tasks(employee=name, status=st)]
+            page += [tid for tid, run in self._runs.items() if run.task.employee == name]
+            page = [tid for tid in dict.fromkeys(page) if tid not in seen]
             if not page:
                 return done
-            for tid in dict.fromkeys(page):  # a task may have started since the list
+            for tid in page:  # a task may have started since the list
                 seen.add(tid)
                 if (await self.cancel(tid)).status == TaskStatus.CANCELLED:
                     done.append(tid)

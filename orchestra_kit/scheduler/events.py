@@ -154,6 +154,10 @@ class EventHub:
                 if not fut.done():
                     fut.set_result(None)
 
+    def followed(self) -> set[int]:
+        """Ids of the tasks somebody here follows (subscriptions and end waiters)."""
+        return set(self._subs) | set(self._ends)
+
     def count(self) -> int:
         """Number of live subscriptions."""
         return sum(len(s) for s in self._subs.values())

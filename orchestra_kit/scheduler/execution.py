@@ -168,6 +168,14 @@ class TaskExecution:
     def _requeue_local(self, task: Task, pause_s: float = 0.0) -> None:
         raise NotImplementedError  # Scheduler's
 
+    def _stop_run(self, task_id: int, reason: str) -> None:
+        """Stop this instance's run of a task (ended, or its cancel asked, elsewhere)."""
+        run = self._runs.get(task_id)
+        if run is not None and run.cancel_reason is None:
+            run.cancel_reason = reason
+            if run.agent is not None:
+                run.agent.cancel()
+
     async def _forget(self, task_id: int) -> None:
         """Drop a task this scheduler will not run, telling subscribers where it stands."""
         self._live.pop(task_id, None)
@@ -256,6 +264,9 @@ class TaskExecution:
                                                         error=f"attempt {task.attempts}: {error.message}",
                                                         usage=error.usage)
             except ConflictError:
+                return
+            if requeued.terminal:  # its cancel was requested (on another instance)
+                await self._end(run, requeued.status, error=requeued.error)
                 return
             self._counts["retries"] += 1
             self._live[requeued.id] = requeued
@@ -358,7 +369,7 @@ class TaskExecution:
                                                 error="requeued at shutdown")
         except (ConflictError, OrchestraError):
             return
-        self._counts["requeued"] += 1
+        self._counts["requeued" if task.status == TaskStatus.QUEUED else str(task.status)] += 1
         run.task = task
         self._hub.publish(TaskEvent.status_of(task))
 

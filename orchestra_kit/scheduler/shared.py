@@ -13,6 +13,15 @@ Every instance knows every queued task and competes for it; the store decides:
 - **dead instances**: each instance heartbeats (the store does); every
   ``heartbeat_interval_s`` each scheduler runs ``recover``, which requeues the running
   tasks of instances silent for ``instance_timeout_s``, and announces them.
+- **cancels across instances**: only the runner ends a task; another instance records
+  a cancel request and its "cancel" event in one statement (:meth:`request_cancel`).
+  The runner stops the run when the event arrives, or on its next sweep, which also
+  reads the requests of its own running tasks (a missed notification costs at most
+  ``heartbeat_interval_s``).
+- **missed notifications**: when the store's LISTEN connection comes back after a
+  drop, it sends ``RESYNC``; the coordinator then re-reads the queued tasks (claims
+  resume), the tasks this instance's streams and waiters follow (their current status
+  is delivered) and its cancel requests.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -28,6 +38,8 @@ from ..errors import NotFoundError, OrchestraError
 from ..models import Task
 from ..store.protocol import SharedStoreProtocol
 from .events import EventHub, TaskEvent
+
+RESYNC = ""  # the store's payload after its listener reconnected (store.pg_base.RESYNC)
 
 __all__ = ["SharedCoordinator", "decode_event", "encode_event"]
 
@@ -62,11 +74,13 @@ class SharedCoordinator:
     def __init__(self, store: SharedStoreProtocol, hub: EventHub, *,
                  on_remote_status: Callable[[Task], None],
                  on_requeued: Callable[[Task], None],
+                 on_cancel_request: Callable[[int, str], None],
                  max_attempts: int, sweep_interval_s: float) -> None:
         self._store = store
         self._hub = hub
         self._on_remote_status = on_remote_status
         self._on_requeued = on_requeued
+        self._on_cancel_request = on_cancel_request
         self._max_attempts = max_attempts
         self._sweep_interval_s = sweep_interval_s
         self._outgoing: asyncio.Queue[str] = asyncio.Queue()
@@ -74,6 +88,7 @@ class SharedCoordinator:
         self._loops: list[asyncio.Task[None]] = []
         self.received = 0
         self.sent = 0
+        self.resyncs = 0
 
     @property
     def instance_id(self) -> str:
@@ -85,9 +100,19 @@ class SharedCoordinator:
         self._outgoing.put_nowait(encode_event(self.instance_id, event))
 
     def _on_payload(self, payload: str) -> None:
+        if payload == RESYNC:
+            self._incoming.put_nowait(TaskEvent(0, "resync", "", 0, {}, time.time()))
+            return
         decoded = decode_event(payload)
         if decoded is not None and decoded[0] != self.instance_id:
             self._incoming.put_nowait(decoded[1])
+
+    async def request_cancel(self, task_id: int, reason: str) -> Task | None:
+        """Ask the instance running ``task_id`` to cancel it (returns once the request
+        is committed); None when the task is not running any more."""
+        event = TaskEvent(task_id, "cancel", "running", 0, {"reason": reason}, time.time())
+        return await self._store.request_cancel(task_id, reason,
+                                                encode_event(self.instance_id, event))
 
     async def start(self) -> None:
         """Listen, and start the sender, receiver and sweeper loops."""
@@ -129,7 +154,13 @@ class SharedCoordinator:
     async def _receive_loop(self) -> None:
         while True:
             event = await self._incoming.get()
+            if event.kind == "resync":
+                await self._run_guarded(self._resync())
+                continue
             self.received += 1
+            if event.kind == "cancel":
+                self._on_cancel_request(event.task_id, str(event.data.get("reason", "cancelled")))
+                continue
             if event.kind != "status":
                 self._hub.publish_local(event)
                 continue
@@ -153,11 +184,32 @@ class SharedCoordinator:
         report = await self._store.recover(max_attempts=self._max_attempts)
         for tid in report.requeued_task_ids:
             self._on_requeued(await self._store.get_task(tid))
-        for tid in report.failed_task_ids:  # out of attempts: announce the end everywhere
+        for tid in (*report.failed_task_ids, *report.cancelled_task_ids):  # announce the end
             self._hub.publish(TaskEvent.status_of(await self._store.get_task(tid)))
+        await self._cancel_requested()
         if report.requeued_task_ids or report.failed_task_ids:
             log.warning("requeued %s and failed %s, left by instances that stopped",
                         list(report.requeued_task_ids), list(report.failed_task_ids))
+
+    async def _cancel_requested(self) -> None:
+        """Stop this instance's runs whose cancel another instance requested."""
+        for tid, reason in await self._store.cancel_requests():
+            self._on_cancel_request(tid, reason)
+
+    async def _resync(self) -> None:
+        """After the listener reconnected: catch up on what its notifications would
+        have said (queued tasks, followed tasks, cancel requests)."""
+        self.resyncs += 1
+        for task in await self._store.queued_tasks():
+            self._on_remote_status(task)
+        for tid in sorted(self._hub.followed()):
+            try:
+                task = await self._store.get_task(tid)
+            except NotFoundError:
+                continue
+            self._on_remote_status(task)
+            self._hub.publish_local(TaskEvent.status_of(task))
+        await self._cancel_requested()
 
     @staticmethod
     async def _run_guarded(coro: Coroutine[Any, Any, None]) -> None:
@@ -169,4 +221,4 @@ class SharedCoordinator:
     def stats(self) -> dict[str, Any]:
         """Events sent and received, for /performance."""
         return {"instance_id": self.instance_id, "events_sent": self.sent,
-                "events_received": self.received}
+                "events_received": self.received, "resyncs": self.resyncs}

@@ -91,7 +91,7 @@ OPERATIONS: list[Op] = [
     ("delete", "/tasks/{id}", "Cancel a task by id, or an employee's tasks by name", None,
      "200", _OBJ, [{"name": "id", "in": "path", "required": True,
                     "schema": {"type": "string", "pattern": r"^(\d+|[A-Za-z0-9][A-Za-z0-9_-]{0,63})$"}}],
-     ("404", "409", "422")),
+     ("202", "404", "409", "422")),
     ("post", "/files/lock", "Lease files", s.LockBody, "200", _OBJ, [], ("403", "404")),
     ("post", "/files/release", "Release leases ({name, files?} or ?name= + array)",
      s.ReleaseBody, "200", _OBJ, [_q("name", {"type": "string", "pattern": NAME_PATTERN})],
@@ -184,6 +184,9 @@ def _operation(op: Op) -> dict[str, Any]:
     for code in sorted(errors - {ok}):
         if code == "200":
             responses[code] = {"description": "Success", "content": _content(ok_schema)}
+        elif code == "202":  # DELETE /tasks/{id} of a task running on another instance
+            responses[code] = {"description": "Cancel requested: another instance runs the"
+                               " task and stops it", "content": _content(ok_schema)}
         else:
             responses[code] = {"description": _ERROR_TEXT[code], "content": _content(s.ErrorBody)}
     out: dict[str, Any] = {"summary": summary, "parameters": params, "responses": responses}

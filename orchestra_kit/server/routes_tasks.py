@@ -260,7 +260,9 @@ async def _next_or_lost(events: AsyncIterator[Any], lost: asyncio.Future[None] |
 
 @routes.delete(_ID_PATH)
 async def cancel(request: web.Request) -> web.Response:
-    """Cancel a task by id; or, given an employee name, that employee's tasks (original)."""
+    """Cancel a task by id (200 once it ended; 202 when it runs on another instance: the
+    cancel request is committed and that instance stops it); or, given an employee
+    name, that employee's tasks (original)."""
     ref = request.match_info["id"]
     state = request.app[STATE]
     if ref.isascii() and ref.isdigit():
@@ -268,6 +270,10 @@ async def cancel(request: web.Request) -> web.Response:
         if task_id is None:
             raise NotFoundError(f"No task {ref[:40]!r}")
         task: Task = await state.require_scheduler().cancel(task_id)
+        if not task.terminal:  # it runs on another instance, which was asked to stop it
+            return json_response({"message": f"Task {task.id} runs on another instance:"
+                                  " cancel requested", "task": task.to_dict(),
+                                  "cancel_requested": True}, status=202)
         return json_response({"message": f"Task {task.id} is {task.status}",
                               "task": task.to_dict()})
     name = validate_employee_name(ref, "name")

@@ -10,17 +10,17 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
+from ..errors import ConflictError, ValidationError
 from ..models import (
     FileLease,
     FileRequest,
-    RequestStatus,
     normalise_path,
     validate_employee_name,
     validate_files,
 )
 from .base import StoreBase
 from .checks import check_id, check_text
+from .leasecheck import check_own_task, check_pending, request_status
 from .schema import LEASE_COLS, REQUEST_COLS, row_to_lease, row_to_request
 from .sqlops import close_requests_for, release_expired, require_employee
 
@@ -59,14 +59,8 @@ def _lock(conn: sqlite3.Connection, employee: str, paths: list[str], description
 
 
 def _require_own_task(conn: sqlite3.Connection, employee: str, task_id: int) -> None:
-    """A lease tagged with a task ends with that task: only its own employee may tag one."""
     row = conn.execute("SELECT employee FROM tasks WHERE id = ?", (task_id,)).fetchone()
-    if row is None:
-        raise NotFoundError(f"Task {task_id} does not exist", details={"task_id": task_id})
-    if row[0] != employee:
-        raise ValidationError("task_id", f"task {task_id} belongs to {row[0]!r}, not"
-                              f" {employee!r}: a lease may only be tied to the employee's own"
-                              " task", value=task_id)
+    check_own_task(row[0] if row is not None else None, employee, task_id)
 
 
 def _release(conn: sqlite3.Connection, where: str, params: Sequence[Any], now: float) -> list[str]:
@@ -102,17 +96,7 @@ def _request(conn: sqlite3.Connection, requester: str, path: str, reason: str,
 def _pending(conn: sqlite3.Connection, request_id: int, actor: str | None) -> FileRequest:
     row = conn.execute(f"SELECT {REQUEST_COLS} FROM file_requests WHERE id = ?",
                        (request_id,)).fetchone()
-    if row is None:
-        raise NotFoundError(f"Request #{request_id} does not exist",
-                            details={"request_id": request_id})
-    req = row_to_request(row)
-    if req.status != RequestStatus.PENDING:
-        raise ConflictError(f"Request #{request_id} is already {req.status.value}, not pending",
-                            details={"request_id": request_id, "status": req.status.value})
-    if actor is not None and actor != req.owner:
-        raise ForbiddenError(f"Only {req.owner!r} may resolve request #{request_id},"
-                             f" not {actor!r}", details={"actor": actor})
-    return req
+    return check_pending(row_to_request(row) if row is not None else None, request_id, actor)
 
 
 def _approve(conn: sqlite3.Connection, request_id: int, actor: str | None, now: float,
@@ -251,11 +235,7 @@ class LeaseAPI(StoreBase):
         """Requests, optionally by status and by employee (as requester or owner)."""
         where, params = [], []
         if status is not None:
-            try:
-                params.append(RequestStatus(status).value)
-            except ValueError:
-                raise ValidationError("status", f"must be one of pending, approved, denied,"
-                                      f" got {status!r}", value=status) from None
+            params.append(request_status(status))
             where.append("status = ?")
         if employee is not None:
             validate_employee_name(employee, "employee")

@@ -21,7 +21,6 @@ from ..models import (
     Employee,
     FileLease,
     FileRequest,
-    RequestStatus,
     Smartness,
     Task,
     TaskStatus,
@@ -34,6 +33,7 @@ from . import pg_ops as ops
 from . import pg_tasks
 from .base import TABLES
 from .checks import check_id, check_text, new_employee, new_task, task_status
+from .leasecheck import request_status
 from .pg_instance import PgInstance
 from .schema import (
     EMPLOYEE_COLS,
@@ -215,12 +215,7 @@ class PgStore(PgInstance):
     async def list_requests(self, *, status: str | None = None,
                             employee: str | None = None) -> list[FileRequest]:
         """Requests, optionally by status and by employee (as requester or owner)."""
-        if status is not None:
-            try:
-                status = RequestStatus(status).value
-            except ValueError:
-                raise ValidationError("status", f"must be one of pending, approved, denied,"
-                                      f" got {status!r}", value=status) from None
+        status = request_status(status)
         if employee is not None:
             validate_employee_name(employee, "employee")
         sql = (f"SELECT {REQUEST_COLS} FROM file_requests WHERE ($1::text IS NULL OR status = $1)"

@@ -8,7 +8,9 @@ every commit waiting for it), so there is no writer thread here.
 Cache invalidation across instances: every write transaction that touches cached tables
 sends ``pg_notify(channel, 'table,table')``; PostgreSQL delivers it at commit to every
 listening instance, whose listener bumps the same per-table generations the local
-writes bump (see :mod:`.cache`).
+writes bump (see :mod:`.cache`). The listening connection is kept alive
+(:mod:`.pg_listen`); after it reconnects, every generation is bumped (a notification
+may have been missed) and the event listeners get :data:`RESYNC`.
 """
 
 from __future__ import annotations
@@ -29,9 +31,15 @@ from ..config import DatabaseSettings, OptimizationFlags
 from ..errors import OrchestraError, StoreClosedError, StoreError
 from .base import TABLES, _percentile
 from .cache import MISS, GenerationCache
+from .pg_listen import Listener
 from .pg_schema import apply_pg_migrations
 
-__all__ = ["PgStoreBase", "is_postgres_url"]
+__all__ = ["RESYNC", "PgStoreBase", "is_postgres_url"]
+
+#: The payload event listeners get after the LISTEN connection reconnected: events may
+#: have been missed meanwhile, so re-read what you follow (never a real event: those
+#: are JSON objects).
+RESYNC = ""
 
 T = TypeVar("T")
 _RETRIES = 8
@@ -95,7 +103,7 @@ class PgStoreBase:
             if flags.enable_query_caching else None
         )
         self._pool: Any = None
-        self._listener: Any = None
+        self._listener: Listener | None = None
         # Pooling off: a fresh connection per op, but never more than max_connections.
         self._connect_slots = asyncio.Semaphore(settings.max_connections)
         self.schema = ""
@@ -106,6 +114,16 @@ class PgStoreBase:
         self._write_latency_s: deque[float] = deque(maxlen=8192)
         self._counters = {"reads": 0, "writes": 0, "commits": 0, "failed_ops": 0,
                           "retries": 0, "notifications": 0}
+
+    @property
+    def listener_reconnects(self) -> int:
+        """How often the LISTEN connection was re-established."""
+        return self._listener.reconnects if self._listener is not None else 0
+
+    @property
+    def listener_pid(self) -> int:
+        """The server process of the LISTEN connection (0 while it is down)."""
+        return self._listener.server_pid if self._listener is not None else 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -136,10 +154,11 @@ class PgStoreBase:
             # One listening connection for both channels: PostgreSQL delivers its
             # notifications in commit order, so a cache invalidation always arrives
             # before the task event sent after the same commit.
-            self._listener = await asyncpg.connect(self.url)
-            if self._cache is not None:
-                await self._listener.add_listener(self.channel, self._on_notify)
-            await self._listener.add_listener(self.events_channel, self._on_event)
+            channels = [(self.channel, self._on_notify)] if self._cache is not None else []
+            self._listener = Listener(self.url, [*channels, (self.events_channel, self._on_event)],
+                                      probe_interval_s=self.settings.heartbeat_interval_s,
+                                      on_resync=self._resync)
+            await self._listener.start()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
             raise StoreError(f"Cannot open PostgreSQL store {self.url}: {e}") from e
 
@@ -153,8 +172,16 @@ class PgStoreBase:
         for callback in list(self._event_callbacks):
             callback(payload)
 
+    def _resync(self) -> None:
+        """After a reconnect: every cached value may be stale, every listener may have
+        missed events."""
+        for table in self._gens:
+            self._gens[table] += 1
+        self._on_event(None, 0, self.events_channel, RESYNC)
+
     def add_event_listener(self, callback: Callable[[str], None]) -> None:
-        """Call ``callback(payload)`` for every event any instance publishes (own ones too)."""
+        """Call ``callback(payload)`` for every event any instance publishes (own ones
+        too), and with :data:`RESYNC` after the listening connection came back."""
         self._event_callbacks.append(callback)
 
     def remove_event_listener(self, callback: Callable[[str], None]) -> None:
@@ -175,10 +202,8 @@ class PgStoreBase:
             raise StoreError(f"Publishing events failed: {e}") from e
 
     async def _close_connections(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            with contextlib.suppress(Exception):
-                await listener.close()
+        if self._listener is not None:  # kept: its counters outlive it
+            await self._listener.aclose()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -325,6 +350,7 @@ class PgStoreBase:
             "backend": "postgresql",
             "instance_id": self.instance_id,
             **c,
+            "listener_reconnects": self.listener_reconnects,
             "transactions": c["commits"],
             "failed_commits": 0,
             "batches": c["commits"],

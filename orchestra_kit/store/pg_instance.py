@@ -5,6 +5,11 @@ busy pool must never delay a heartbeat past ``database.instance_timeout_s``), an
 deregisters on close. Claims (:meth:`PgInstance.claim_task`) run as one round trip
 (``orchestra_claim``) for a task without files, else as the multi-statement
 ``pg_tasks.claim`` that also takes the leases.
+
+Cancels across instances: only the instance running a task may end it, so another
+instance records the request (:meth:`PgInstance.request_cancel`: ``tasks.cancel_requested``
+and a NOTIFY, in one statement) and the runner, told by the notification or finding it
+in :meth:`PgInstance.cancel_requests` on its next sweep, stops the run.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import asyncpg
 from ..errors import CapacityError, ConflictError, StoreError
 from ..models import Task
 from . import pg_tasks
-from .checks import check_id
+from .checks import check_id, check_text
 from .pg_base import PgStoreBase
 from .pg_schema import CLAIM_BUSY, CLAIM_CAPACITY, CLAIM_CONFLICT, CLAIM_HAS_FILES, lock_key
 from .schema import TASK_COLS, row_to_task
@@ -129,3 +134,23 @@ class PgInstance(PgStoreBase):
                                     f"={max_running} already run", details=details) from None
             raise
         return row_to_task(rows[0])
+
+    async def request_cancel(self, task_id: int, reason: str, event: str) -> Task | None:
+        """Record a cancel request for a running task and NOTIFY ``event`` on the events
+        channel, in one statement (delivered at its commit); the task as it stands, or
+        None when it is not running (queued or ended meanwhile)."""
+        check_id(task_id, "task_id")
+        reason = check_text(reason, "reason")
+        sql = (f"WITH w AS (UPDATE tasks SET cancel_requested = $2 WHERE id = $1"
+               f" AND status = 'running' RETURNING {TASK_COLS})"
+               " SELECT w.*, pg_notify($3, $4) IS NULL AS _notified FROM w")
+        rows = await self._tx(lambda c: c.fetch(sql, task_id, reason, self.events_channel,
+                                                event), (), transaction=False)
+        return row_to_task(rows[0]) if rows else None
+
+    async def cancel_requests(self) -> list[tuple[int, str]]:
+        """(task id, reason) of this instance's running tasks whose cancel was requested."""
+        rows = await self._fetch("SELECT id, cancel_requested FROM tasks WHERE status = 'running'"
+                                 " AND instance = $1 AND cancel_requested IS NOT NULL",
+                                 self.instance_id)
+        return [(int(r[0]), str(r[1])) for r in rows]

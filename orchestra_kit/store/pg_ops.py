@@ -13,14 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..errors import (
-    ConflictError,
-    ForbiddenError,
-    NotFoundError,
-    OrchestraError,
-    ValidationError,
-)
-from ..models import Employee, FileLease, FileRequest, RequestStatus
+from ..errors import ConflictError, NotFoundError, OrchestraError
+from ..models import Employee, FileLease, FileRequest
+from .leasecheck import check_own_task, check_pending
 from .schema import LEASE_COLS, REQUEST_COLS, row_to_lease, row_to_request
 from .sqlops import FireReport
 
@@ -138,12 +133,7 @@ async def lock(conn: Any, employee: str, paths: list[str], description: str,
     await require_employee(conn, employee, lock=True)
     if task_id is not None:  # a lease tagged with a task ends with it: only its own employee's
         owner = await conn.fetchval("SELECT employee FROM tasks WHERE id = $1", task_id)
-        if owner is None:
-            raise NotFoundError(f"Task {task_id} does not exist", details={"task_id": task_id})
-        if owner != employee:
-            raise ValidationError("task_id", f"task {task_id} belongs to {owner!r}, not"
-                                  f" {employee!r}: a lease may only be tied to the employee's"
-                                  " own task", value=task_id)
+        check_own_task(owner, employee, task_id)
     await release_expired(conn, now, sorted(paths))
     got = {p: await _lock_one(conn, p, employee, description, task_id, now, expires_at)
            for p in sorted(paths)}
@@ -183,17 +173,7 @@ async def request(conn: Any, requester: str, path: str, reason: str,
 async def _pending(conn: Any, request_id: int, actor: str | None) -> FileRequest:
     row = await conn.fetchrow(f"SELECT {REQUEST_COLS} FROM file_requests WHERE id = $1"
                               " FOR UPDATE", request_id)
-    if row is None:
-        raise NotFoundError(f"Request #{request_id} does not exist",
-                            details={"request_id": request_id})
-    req = row_to_request(row)
-    if req.status != RequestStatus.PENDING:
-        raise ConflictError(f"Request #{request_id} is already {req.status.value}, not pending",
-                            details={"request_id": request_id, "status": req.status.value})
-    if actor is not None and actor != req.owner:
-        raise ForbiddenError(f"Only {req.owner!r} may resolve request #{request_id},"
-                             f" not {actor!r}", details={"actor": actor})
-    return req
+    return check_pending(row_to_request(row) if row is not None else None, request_id, actor)
 
 
 async def approve(conn: Any, request_id: int, actor: str | None, now: float,

@@ -150,6 +150,10 @@ PG_MIGRATIONS: list[tuple[str, Sequence[str]]] = [
         "tasks.usage: what the agent run cost (JSON), as on SQLite",
         ("ALTER TABLE tasks ADD COLUMN usage TEXT",),
     ),
+    (
+        "tasks.cancel_requested: a cancel asked for on another instance than the runner's",
+        ("ALTER TABLE tasks ADD COLUMN cancel_requested TEXT",),
+    ),
 ]
 
 

@@ -62,12 +62,17 @@ async def transition(conn: Any, schema: str, task_id: int, new: TaskStatus,
                      expect: TaskStatus | None, result: str | None, error: str | None,
                      count_attempt: bool, now: float, max_running: int | None,
                      instance: str, usage: str | None = None) -> Task:
-    """Move a task (row locked first); ConflictError when illegal or not ``expect``."""
-    row = await conn.fetchrow("SELECT status, instance FROM tasks WHERE id = $1 FOR UPDATE",
-                              task_id)
+    """Move a task (row locked first); ConflictError when illegal or not ``expect``.
+
+    A running task whose cancel was requested (on another instance) and that would go
+    back to the queue (a retry, a drain) is cancelled instead: the request wins."""
+    row = await conn.fetchrow("SELECT status, instance, cancel_requested FROM tasks"
+                              " WHERE id = $1 FOR UPDATE", task_id)
     if row is None:
         raise NotFoundError(f"Task {task_id} does not exist", details={"task_id": task_id})
     old = TaskStatus(row[0])
+    if old == TaskStatus.RUNNING and new == TaskStatus.QUEUED and row[2] is not None:
+        new, error, expect = TaskStatus.CANCELLED, row[2], None
     if old == TaskStatus.RUNNING and row[1] not in (None, instance):
         # Only the instance running a task ends it: one whose heartbeat lapsed (and whose
         # task was requeued and claimed elsewhere) cannot record a second outcome.
@@ -112,11 +117,14 @@ async def recover(conn: Any, max_attempts: int, now: float, instance: str,
     """Requeue (or fail) the running tasks of instances that stopped heartbeating
     ``dead_after_s`` ago (never this one's: it is alive, and runs them); release leases no
     running task holds. Safe to call periodically from every instance."""
-    rows = await conn.fetch(
+    rows = await conn.fetch(  # a cancel requested of the dead instance wins over a retry
         "UPDATE tasks SET"
-        " status = CASE WHEN attempts >= $1 THEN 'failed' ELSE 'queued' END,"
-        " error = CASE WHEN attempts >= $1 THEN 'interrupted' ELSE error END,"
-        " finished_at = CASE WHEN attempts >= $1 THEN $2 ELSE finished_at END,"
+        " status = CASE WHEN cancel_requested IS NOT NULL THEN 'cancelled'"
+        "  WHEN attempts >= $1 THEN 'failed' ELSE 'queued' END,"
+        " error = CASE WHEN cancel_requested IS NOT NULL THEN cancel_requested"
+        "  WHEN attempts >= $1 THEN 'interrupted' ELSE error END,"
+        " finished_at = CASE WHEN cancel_requested IS NOT NULL OR attempts >= $1 THEN $2"
+        "  ELSE finished_at END,"
         " instance = NULL"
         " WHERE status = 'running' AND instance IS DISTINCT FROM $3 AND (instance IS NULL"
         "  OR instance NOT IN (SELECT id FROM instances WHERE heartbeat_at > $2::float8 - $4))"
@@ -131,6 +139,7 @@ async def recover(conn: Any, max_attempts: int, now: float, instance: str,
         requeued_task_ids=tuple(sorted(r[0] for r in rows if r[1] == "queued")),
         failed_task_ids=tuple(sorted(r[0] for r in rows if r[1] == "failed")),
         released_paths=tuple(sorted(r[0] for r in released)),
+        cancelled_task_ids=tuple(sorted(r[0] for r in rows if r[1] == "cancelled")),
     )
 
 

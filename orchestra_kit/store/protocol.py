@@ -161,10 +161,18 @@ class SharedStoreProtocol(StoreProtocol, Protocol):
         """Claim a queued task (row, global slot, free employee, leases) in one transaction."""
 
     def add_event_listener(self, callback: Callable[[str], None]) -> None:
-        """Call ``callback(payload)`` for every event any instance publishes."""
+        """Call ``callback(payload)`` for every event any instance publishes, and with ""
+        (``RESYNC``) when events may have been missed (the listener reconnected)."""
 
     def remove_event_listener(self, callback: Callable[[str], None]) -> None:
         """Stop calling ``callback``."""
 
     async def publish_events(self, payloads: list[str]) -> None:
         """Send events to every instance."""
+
+    async def request_cancel(self, task_id: int, reason: str, event: str) -> Task | None:
+        """Record a cancel request for a task running (on any instance) and send ``event``
+        to every instance at its commit; None when the task is not running."""
+
+    async def cancel_requests(self) -> list[tuple[int, str]]:
+        """(task id, reason) of this instance's running tasks whose cancel was requested."""

@@ -45,6 +45,8 @@ class RecoveryReport:
     requeued_task_ids: tuple[int, ...] = ()
     failed_task_ids: tuple[int, ...] = ()
     released_paths: tuple[str, ...] = ()
+    #: PostgreSQL: tasks of dead instances whose cancel had been requested
+    cancelled_task_ids: tuple[int, ...] = ()
 
     @property
     def requeued(self) -> int:
@@ -66,6 +68,7 @@ class RecoveryReport:
         return {
             "requeued_task_ids": list(self.requeued_task_ids),
             "failed_task_ids": list(self.failed_task_ids),
+            "cancelled_task_ids": list(self.cancelled_task_ids),
             "released_paths": list(self.released_paths),
         }
 

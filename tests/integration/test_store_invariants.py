@@ -222,3 +222,19 @@ async def test_chat_events_are_claimed_once(store: StoreProtocol) -> None:
     assert claims.count(True) == 1  # one message: whichever came first
     await store.finish_chat_event(ids[claims.index(True)], "task", [7])
     assert await store.chat_event_counts() == {"task": 1}
+
+
+async def test_usage_round_trips_through_the_end_of_a_run(store: StoreProtocol) -> None:
+    await store.hire("uma", "dev")
+    task = await store.create_task("uma", "costly")
+    await store.transition(task.id, TaskStatus.RUNNING, count_attempt=True)
+    usage = {"backend": "opencode", "peak_rss_mb": 512.5, "exit_code": 0, "tokens": 1234,
+             "children": ["node", "bash"]}
+    done = await store.transition(task.id, TaskStatus.COMPLETED, result="ok", usage=usage)
+    assert done.usage == usage and done.to_dict()["usage"] == usage
+    assert (await store.get_task(task.id)).usage == usage  # as stored, past the cache too
+    listed = [t for t in await store.list_tasks(employee="uma") if t.id == task.id]
+    assert listed[0].usage == usage
+    other = await store.create_task("uma", "free")  # no usage given: none recorded
+    await store.transition(other.id, TaskStatus.RUNNING, count_attempt=True)
+    assert (await store.transition(other.id, TaskStatus.FAILED, error="x")).usage is None

@@ -1,0 +1,45 @@
+"""Checks shared by both stores' lease and request ops: pure functions of rows already
+read (inside the caller's transaction), so SQLite and PostgreSQL decide alike."""
+
+from __future__ import annotations
+
+from ..errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
+from ..models import FileRequest, RequestStatus
+
+__all__ = ["check_own_task", "check_pending", "request_status"]
+
+
+def check_pending(req: FileRequest | None, request_id: int, actor: str | None) -> FileRequest:
+    """``req`` when it exists, is pending and ``actor`` (if given) owns the lease asked for."""
+    if req is None:
+        raise NotFoundError(f"Request #{request_id} does not exist",
+                            details={"request_id": request_id})
+    if req.status != RequestStatus.PENDING:
+        raise ConflictError(f"Request #{request_id} is already {req.status.value}, not pending",
+                            details={"request_id": request_id, "status": req.status.value})
+    if actor is not None and actor != req.owner:
+        raise ForbiddenError(f"Only {req.owner!r} may resolve request #{request_id},"
+                             f" not {actor!r}", details={"actor": actor})
+    return req
+
+
+def check_own_task(owner: str | None, employee: str, task_id: int) -> None:
+    """A lease tagged with a task ends with that task: only the task's own employee
+    (``owner``, None when there is no such task) may tag one."""
+    if owner is None:
+        raise NotFoundError(f"Task {task_id} does not exist", details={"task_id": task_id})
+    if owner != employee:
+        raise ValidationError("task_id", f"task {task_id} belongs to {owner!r}, not"
+                              f" {employee!r}: a lease may only be tied to the employee's own"
+                              " task", value=task_id)
+
+
+def request_status(status: str | None) -> str | None:
+    """A request-status filter, validated (None: any status)."""
+    if status is None:
+        return None
+    try:
+        return RequestStatus(status).value
+    except ValueError:
+        raise ValidationError("status", f"must be one of pending, approved, denied,"
+                              f" got {status!r}", value=status) from None
