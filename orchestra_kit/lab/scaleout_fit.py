@@ -37,12 +37,17 @@ def _series(points: pd.DataFrame) -> list[str]:
 
 def _label(keys: list[str], values: Any) -> str:
     vals = values if isinstance(values, tuple) else (values,)
-    return ", ".join(f"{k}={v}" for k, v in zip(keys, vals, strict=True)) or "all points"
+    return ", ".join(f"{k}={v}" for k, v in zip(keys, vals, strict=True))
+
+
+def _prefix(label: str) -> str:
+    return f"{label}: " if label else ""
 
 
 def instances_usl(points: pd.DataFrame, *, bootstrap: int = 200) -> dict[str, UslFit | str]:
-    """Per series: the USL fitted over PostgreSQL instances (throughput per repeat), or a
-    sentence saying why there is none. Empty when the run is not a scale-out run."""
+    """Per series (``"workload.kind=hire"``; ``""`` when there is one): the USL fitted
+    over PostgreSQL instances (throughput per repeat), or a sentence saying why there is
+    none. Empty when the run is not a scale-out run."""
     if not _is_scaleout(points):
         return {}
     ok = points[(points["database"] == "postgresql") & (points["n_ok"].fillna(0) > 0)]
@@ -61,10 +66,10 @@ def instances_usl(points: pd.DataFrame, *, bootstrap: int = 200) -> dict[str, Us
 
 def _fit_words(label: str, fit: UslFit | str) -> str:
     if isinstance(fit, str):
-        return f"{label}: {fit}."
+        return f"{_prefix(label)}{fit}."
     peak = (f"peak at N*≈{fit.n_star:.1f} instances" if math.isfinite(fit.n_star)
             else "no peak")
-    return (f"{label}: λ={fit.lam:,.0f} req/s for one instance, σ={fit.sigma:.3g},"
+    return (f"{_prefix(label)}λ={fit.lam:,.0f} req/s for one instance, σ={fit.sigma:.3g},"
             f" κ={fit.kappa:.3g}, {peak} (R²={fit.r2:.2f}, {fit.n_points} points).")
 
 
@@ -82,7 +87,7 @@ def scaleout_words(points: pd.DataFrame) -> str:
         if pg is None or pg.dropna().empty:
             continue
         best = int(pg.idxmax())
-        parts.append(f"{_label(keys, values)}: one SQLite instance {lite:,.0f} req/s;"
+        parts.append(f"{_prefix(_label(keys, values))}one SQLite instance {lite:,.0f} req/s;"
                      f" PostgreSQL best {pg.max():,.0f} req/s at {best} instance"
                      f"{'s' if best > 1 else ''} ({', '.join(f'{n}: {x:,.0f}' for n, x in pg.items())}).")
     fits = [_fit_words(k, f) for k, f in instances_usl(points).items()]
