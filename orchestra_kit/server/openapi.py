@@ -92,7 +92,7 @@ OPERATIONS: list[Op] = [
      "200", _OBJ, [{"name": "id", "in": "path", "required": True,
                     "schema": {"type": "string", "pattern": r"^(\d+|[A-Za-z0-9][A-Za-z0-9_-]{0,63})$"}}],
      ("202", "404", "409", "422")),
-    ("post", "/files/lock", "Lease files", s.LockBody, "200", _OBJ, [], ("403", "404")),
+    ("post", "/files/lock", "Lease files", s.LockBody, "200", _OBJ, [], ("403", "404", "409")),
     ("post", "/files/release", "Release leases ({name, files?} or ?name= + array)",
      s.ReleaseBody, "200", _OBJ, [_q("name", {"type": "string", "pattern": NAME_PATTERN})],
      ("403", "404", "409")),

@@ -25,13 +25,14 @@ def check_pending(req: FileRequest | None, request_id: int, actor: str | None) -
 
 def check_own_task(owner: str | None, employee: str, task_id: int) -> None:
     """A lease tagged with a task ends with that task: only the task's own employee
-    (``owner``, None when there is no such task) may tag one."""
+    (``owner``, None when there is no such task: NotFoundError) may tag one
+    (ConflictError)."""
     if owner is None:
         raise NotFoundError(f"Task {task_id} does not exist", details={"task_id": task_id})
-    if owner != employee:
-        raise ValidationError("task_id", f"task {task_id} belongs to {owner!r}, not"
-                              f" {employee!r}: a lease may only be tied to the employee's own"
-                              " task", value=task_id)
+    if owner != employee:  # a well-formed request at odds with the stored state: 409
+        raise ConflictError(f"Cannot tie a lease to task {task_id}: it belongs to {owner!r},"
+                            f" not {employee!r} (a lease may only be tied to the employee's"
+                            " own task)", details={"task_id": task_id, "owner": owner})
 
 
 def request_status(status: str | None) -> str | None:

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestra_kit.config import DatabaseSettings, OptimizationFlags
-from orchestra_kit.errors import StoreError, ValidationError
+from orchestra_kit.errors import ConflictError, StoreError, ValidationError
 from orchestra_kit.models import TaskStatus, normalise_path, validate_model
 from orchestra_kit.store import Store
 
@@ -33,7 +33,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 async def test_lease_with_another_employees_task_id_is_refused(store: Store) -> None:
     """Low: bob's lease tagged with alice's task used to be released when her task ended."""
     task = await store.create_task("alice", "work")
-    with pytest.raises(ValidationError, match="task_id: task .* belongs to 'alice', not 'bob'"):
+    with pytest.raises(ConflictError, match="task .* belongs to 'alice', not 'bob'"):
         await store.lock_files("bob", ["src/x.py"], task_id=task.id)
     assert await store.list_leases() == []
     assert await store.lock_files("alice", ["src/x.py"], task_id=task.id) == {"src/x.py": "locked"}
