@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ __all__ = ["ChatService", "ChatTransport", "Outcome"]
 log = logging.getLogger(__name__)
 AUTO_HIRE_ROLE = "developer"
 MAX_MENTIONS = 10  # one message may not fan out into an unbounded number of tasks
+_ANSWERED_MAX = 10_000  # recent events this process answered (a retry of one is a repeat)
 
 
 class ChatTransport(Protocol):
@@ -61,6 +63,7 @@ class _Counters:
     ignored: int = 0
     duplicates: int = 0
     redelivered: int = 0
+    resumed: int = 0
     limited: int = 0
     tasks: int = 0
     replies: int = 0
@@ -85,6 +88,7 @@ class ChatService:
         self.counters = _Counters()
         self._tasks: set[asyncio.Task[None]] = set()
         self._inflight: set[str] = set()  # event ids and message keys being handled
+        self._answered: OrderedDict[str, None] = OrderedDict()  # events answered here
         self._closed = False
 
     async def __aenter__(self) -> Self:
@@ -106,7 +110,7 @@ class ChatService:
         """Counters for /performance (no secrets, no message text)."""
         c = self.counters
         return {"received": c.received, "ignored": c.ignored, "duplicates": c.duplicates,
-                "redelivered": c.redelivered,
+                "redelivered": c.redelivered, "resumed": c.resumed,
                 "limited": c.limited, "tasks": c.tasks, "replies": c.replies,
                 "post_errors": c.post_errors, "following": len(self._tasks),
                 "by_kind": dict(c.by_kind)}
@@ -125,9 +129,10 @@ class ChatService:
             return self._duplicate()
         self._inflight.update(keys)
         try:
-            record = await self._claim(msg)
-            if record is None:
-                return self._duplicate()
+            state = await self._claim(msg)
+            if state is None or state[1] != "received":
+                return await self._handled_before(msg, state)
+            record = state[0]
             outcome = await self._decide(msg, mentions, record)
             if outcome.kind == "duplicate" or (
                     not outcome.task_ids
@@ -136,25 +141,46 @@ class ChatService:
         finally:
             self._inflight.difference_update(keys)
         self.counters.by_kind[outcome.kind] = self.counters.by_kind.get(outcome.kind, 0) + 1
-        self._spawn(self._talk_back(msg, outcome))
+        self._answer(msg, outcome, record)
         return outcome
+
+    def _answer(self, msg: IncomingMessage, outcome: Outcome, record: str) -> None:
+        self._answered[record] = None
+        if len(self._answered) > _ANSWERED_MAX:
+            self._answered.popitem(last=False)
+        self._spawn(self._talk_back(msg, outcome))
 
     def _duplicate(self) -> Outcome:
         self.counters.duplicates += 1
         return Outcome("duplicate")
 
-    async def _claim(self, msg: IncomingMessage) -> str | None:
-        """Record the event as pending; the recorded event id to act on, or ``None`` for a
-        repeat. A pending event that is not being handled here is acted on again: its
-        first delivery died with its process before its tasks were committed."""
+    async def _claim(self, msg: IncomingMessage) -> tuple[str, str, tuple[int, ...]] | None:
+        """Record the event as pending: ``(event id, outcome, task ids)`` as recorded, or
+        ``None``. A pending event (outcome ``received``) that is not being handled here
+        is acted on again: its first delivery died with its process before its tasks
+        were committed."""
         if await self.store.claim_chat_event(msg.dedup_id, msg.message_key,
                                              channel=msg.channel, user=msg.user):
-            return msg.dedup_id
-        state = await self.store.chat_event_state(msg.dedup_id, msg.message_key)
-        if state is None or state[1] != "received":
-            return None
-        self.counters.redelivered += 1
-        return str(state[0])
+            return msg.dedup_id, "received", ()
+        state: tuple[str, str, tuple[int, ...]] | None = await self.store.chat_event_state(
+            msg.dedup_id, msg.message_key)
+        if state is not None and state[1] == "received":
+            self.counters.redelivered += 1
+        return state
+
+    async def _handled_before(self, msg: IncomingMessage,
+                              state: tuple[str, str, tuple[int, ...]] | None) -> Outcome:
+        """A duplicate; unless Slack retries an event whose tasks were committed but which
+        this process never answered (the one that did died first): then its thread gets
+        the reply and the updates it missed."""
+        if (state is None or state[1] != "task" or not state[2] or not msg.retry
+                or state[0] in self._answered):
+            return self._duplicate()
+        tasks = [await self.store.get_task(i) for i in state[2]]
+        self.counters.resumed += 1
+        outcome = Outcome("task", state[2], taken_text(tasks))
+        self._answer(msg, outcome, state[0])
+        return outcome
 
     async def _decide(self, msg: IncomingMessage, mentions: list[str], record: str) -> Outcome:
         decision = self.limits.check(msg.user)

@@ -59,8 +59,16 @@ class SlackTransport:
         await self.client.chat_update(channel=channel, ts=ts, text=text)
 
 
+def retry_num(request: AsyncBoltRequest | None) -> int:
+    """Slack's redelivery count (``X-Slack-Retry-Num``; Bolt mirrors Socket Mode's)."""
+    values = request.headers.get("x-slack-retry-num") if request is not None else None
+    value = values[0] if values else "0"
+    return int(value) if value.isdigit() else 0
+
+
 def message_from_event(body: Mapping[str, Any], event: Mapping[str, Any], *,
-                       bot_user_id: str | None, addressed: bool) -> IncomingMessage:
+                       bot_user_id: str | None, addressed: bool,
+                       retry: int = 0) -> IncomingMessage:
     """An IncomingMessage from an Events API envelope and its event."""
     text = str(event.get("text") or "")
     subtype = str(event.get("subtype") or "")
@@ -72,7 +80,7 @@ def message_from_event(body: Mapping[str, Any], event: Mapping[str, Any], *,
         text=text, ts=str(event.get("ts") or ""),
         thread_ts=str(event["thread_ts"]) if event.get("thread_ts") else None,
         event_id=str(body.get("event_id") or ""), from_bot=from_bot,
-        addressed=addressed or mentioned)
+        addressed=addressed or mentioned, retry=retry)
 
 
 class SlackAdapter:
@@ -176,16 +184,18 @@ class SlackAdapter:
             headers: dict[str, str | Sequence[str]] = dict(refused.headers)
             return BoltResponse(status=refused.status, body=refused.body, headers=headers)
 
-        async def on_mention(body: dict[str, Any], event: dict[str, Any],
-                             context: Any) -> None:
+        async def on_mention(body: dict[str, Any], event: dict[str, Any], context: Any,
+                             request: AsyncBoltRequest) -> None:
             await chat.handle(message_from_event(body, event, addressed=True,
-                                                 bot_user_id=context.bot_user_id))
+                                                 bot_user_id=context.bot_user_id,
+                                                 retry=retry_num(request)))
 
-        async def on_message(body: dict[str, Any], event: dict[str, Any],
-                             context: Any) -> None:
+        async def on_message(body: dict[str, Any], event: dict[str, Any], context: Any,
+                             request: AsyncBoltRequest) -> None:
             if str(event.get("subtype") or "") in _HUMAN_SUBTYPES or event.get("bot_id"):
                 await chat.handle(message_from_event(body, event, addressed=False,
-                                                     bot_user_id=context.bot_user_id))
+                                                     bot_user_id=context.bot_user_id,
+                                                     retry=retry_num(request)))
 
         async def on_command(ack: Any, command: dict[str, Any]) -> None:
             reply = await run_command(ctx, str(command.get("command", "")),

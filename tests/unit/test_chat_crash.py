@@ -8,13 +8,15 @@ and Slack's retry of the event arrives. Whatever n, the message ends with one ta
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from orchestra_kit.chat import ChatService, IncomingMessage
+from orchestra_kit.chat import ChatService, IncomingMessage, Outcome
 from orchestra_kit.config import ChatSettings, DatabaseSettings, OptimizationFlags
 from orchestra_kit.models import Task
 from orchestra_kit.store import Store
@@ -64,17 +66,22 @@ class Queue:
     def adopt(self, tasks: list[Task]) -> None:
         self.scheduled += [t.id for t in tasks]
 
+    async def subscribe(self, task_id: int) -> AsyncIterator[None]:
+        """Nothing runs here: a follower sees no event and finds the task still queued."""
+        for _ in ():
+            yield None
+
     async def submit(self, employee: str, description: str, **kw: Any) -> Task:
         task: Task = await self.store.create_task(employee, description, **kw)
         self.scheduled.append(task.id)
         return task
 
 
-async def _deliver(store: Any, root: Path) -> str:
+async def _deliver(store: Any, root: Path, msg: IncomingMessage = MSG) -> Outcome:
     chat = ChatService(store, Queue(store), ChatSettings(min_interval_s=0), project_root=root,
                        transport=_Quiet())
     try:
-        return (await chat.handle(MSG)).kind
+        return await chat.handle(msg)
     finally:
         chat._closed = True  # a dead process posts nothing more
         for t in list(chat._tasks):
@@ -89,7 +96,8 @@ class _Quiet:
         return None
 
 
-async def _crash_then_retry(tmp_path: Path, at: int, after: bool) -> tuple[list[str], str, int]:
+async def _crash_then_retry(tmp_path: Path, at: int,
+                            after: bool) -> tuple[list[str], Outcome, int]:
     db = DatabaseSettings(path=str(tmp_path / f"c{at}{after}.db"))
     async with Store(db, OptimizationFlags(), project_root=tmp_path) as store:
         await store.hire("alice", "developer")
@@ -97,9 +105,9 @@ async def _crash_then_retry(tmp_path: Path, at: int, after: bool) -> tuple[list[
         with pytest.raises(Crash):
             await _deliver(crashing, tmp_path)
     async with Store(db, OptimizationFlags(), project_root=tmp_path) as store:  # restarted
-        kind = await _deliver(store, tmp_path)
+        outcome = await _deliver(store, tmp_path, dataclasses.replace(MSG, retry=1))
         tasks = await store.list_tasks()
-    return crashing.calls, kind, len(tasks)
+    return crashing.calls, outcome, len(tasks)
 
 
 async def _calls_of_one_delivery(tmp_path: Path) -> int:
@@ -107,7 +115,7 @@ async def _calls_of_one_delivery(tmp_path: Path) -> int:
                      project_root=tmp_path) as store:
         await store.hire("alice", "developer")
         counting = CrashingStore(store, 0, False)
-        assert await _deliver(counting, tmp_path) == "task"
+        assert (await _deliver(counting, tmp_path)).kind == "task"
         return len(counting.calls)
 
 
@@ -117,10 +125,26 @@ async def test_a_crash_at_any_store_call_then_a_retry_makes_exactly_one_task(
     assert calls >= 2  # at least: record the event, create its task
     for at in range(1, calls + 1):
         for after in (False, True):
-            seen, kind, tasks = await _crash_then_retry(tmp_path, at, after)
+            seen, outcome, tasks = await _crash_then_retry(tmp_path, at, after)
             where = f"crash {'after' if after else 'before'} {seen[-1]} (call {at})"
-            assert tasks == 1, f"{where}: the retry left {tasks} tasks ({kind})"
-            assert kind in ("task", "duplicate"), where
+            assert tasks == 1, f"{where}: the retry left {tasks} tasks ({outcome.kind})"
+            # and the thread gets its answer, even when the tasks were committed already
+            assert outcome.kind == "task" and "alice took this on" in outcome.reply, where
+
+
+async def test_a_repeat_of_an_event_answered_here_stays_a_duplicate(tmp_path: Path) -> None:
+    async with Store(DatabaseSettings(path=str(tmp_path / "d.db")), OptimizationFlags(),
+                     project_root=tmp_path) as store:
+        await store.hire("alice", "developer")
+        chat = ChatService(store, Queue(store), ChatSettings(min_interval_s=0),
+                           project_root=tmp_path, transport=_Quiet())
+        async with chat:
+            assert (await chat.handle(MSG)).kind == "task"
+            late_retry = dataclasses.replace(MSG, retry=1)  # its ack came after Slack's 3 s
+            twin = dataclasses.replace(MSG, event_id="Ev2")  # the `message` event of it
+            assert (await chat.handle(late_retry)).kind == "duplicate"
+            assert (await chat.handle(twin)).kind == "duplicate"
+        assert len(await store.list_tasks()) == 1 and chat.stats()["resumed"] == 0
 
 
 async def test_concurrent_redeliveries_of_a_pending_event_make_one_set_of_tasks(
