@@ -209,7 +209,8 @@ class Scheduler(TaskExecution):
     def _enqueue(self, task: Task) -> None:
         self._live[task.id] = task
         self._queue.push(QueueEntry.of(task.id, task.priority, task.employee))
-        self._hub.publish(TaskEvent.status_of(task))
+        if self._hub.listened(task.id):  # a queued status for nobody: not built
+            self._hub.publish(TaskEvent.status_of(task))
         if self._wake is not None:
             self._wake.set()
 

@@ -26,6 +26,7 @@ from ..models import Task, TaskStatus
 from ..store.protocol import SharedStoreProtocol, StoreProtocol
 from .events import EventHub, ProgressWriter, TaskEvent
 from .queue import QueueEntry
+from .shared import SharedCoordinator
 
 __all__ = ["TaskExecution"]
 
@@ -64,6 +65,9 @@ class TaskExecution:
     _counts: dict[str, int]
     _progress_due: dict[int, int]  # task id -> latest progress not yet written
     _usage: UsageAggregate
+    # Set when the store is shared: isinstance() on a runtime protocol walks its ~35
+    # members, so it runs once at construction, not per task.
+    _shared: SharedCoordinator | None
 
     def _enqueue(self, task: Task) -> None:
         raise NotImplementedError  # Scheduler's
@@ -81,7 +85,8 @@ class TaskExecution:
             log.exception("task %s: unexpected failure", entry.task_id)
             await asyncio.shield(self._end(run, TaskStatus.FAILED, error="internal error"))
         finally:
-            await asyncio.shield(self._cleanup(run))
+            if run.task.files and run.holds_leases:  # leases are only taken for files
+                await asyncio.shield(self._cleanup(run))  # (a shield is a task: only then)
             self._finish(entry)
 
     async def _execute_inner(self, entry: QueueEntry, run: _Run) -> None:
@@ -90,7 +95,7 @@ class TaskExecution:
         if task.status != TaskStatus.QUEUED:
             await self._forget(task.id)
             return  # cancelled or fired meanwhile (the store's conditional move re-checks)
-        if isinstance(self._store, SharedStoreProtocol):
+        if self._shared is not None and isinstance(self._store, SharedStoreProtocol):
             # A shared store claims the task (slot, employee, leases) in one transaction,
             # first (claims stay in priority order); the agent starts once it committed.
             claimed = await self._claim(run, task, self._store)
@@ -129,7 +134,8 @@ class TaskExecution:
         run.last_persist = time.monotonic()
         self._live[task.id] = task
         self._counts["started"] += 1
-        self._hub.publish(TaskEvent.status_of(task))
+        if self._hub.listened(task.id):
+            self._hub.publish(TaskEvent.status_of(task))
         return True  # current_task.md: written once the task outlives the persist interval
 
     async def _claim(self, run: _Run, task: Task, store: SharedStoreProtocol) -> Task | None:
@@ -363,8 +369,6 @@ class TaskExecution:
         self._hub.publish(TaskEvent.status_of(task))
 
     async def _cleanup(self, run: _Run) -> None:
-        if not run.task.files or not run.holds_leases:
-            return  # leases are only ever taken for a task's files
         try:
             await self._store.release_task_leases(run.task.id)
         except OrchestraError:

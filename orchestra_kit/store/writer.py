@@ -61,6 +61,7 @@ class WriterStats:
     commits: int = 0
     failed_commits: int = 0
     max_batch: int = 0
+    merged_ops: int = 0  # ops that ran inside a merged statement (see WriteOp.merge)
     histogram: dict[int, int] = field(default_factory=dict)
 
     def record(self, size: int) -> None:
@@ -278,6 +279,7 @@ class GroupCommitWriter:
             conn.execute("RELEASE merged")
             return [self._run_op(conn, op) for op in ops]
         conn.execute("RELEASE merged")
+        self.stats.merged_ops += len(ops)
         self.stats.failed_ops += sum(1 for ok, _ in results if not ok)
         return [(op.future, ok, value) for op, (ok, value) in zip(ops, results, strict=True)]
 
