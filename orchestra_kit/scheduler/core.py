@@ -393,7 +393,7 @@ class Scheduler(TaskExecution):
     def _start(self, entry: QueueEntry) -> None:
         # Reserve the slot now (the run is registered before its first await), so the
         # global limit holds even while the run is still taking its leases.
-        run = _Run(task=_placeholder(entry))
+        run = _Run(task=self._live.get(entry.task_id) or _placeholder(entry))
         self._runs[entry.task_id] = run
         self.peak_running = max(self.peak_running, len(self._runs))
         t = asyncio.create_task(self._execute(entry, run), name=f"task-{entry.task_id}")

@@ -116,8 +116,10 @@ class TaskExecution:
         # trip) is off the critical path. Its outcome is awaited before anything else is
         # written or announced, so "running" is only published once durable, and the end
         # is written after it (docs/benchmarks.md, "What a task writes").
-        moving = asyncio.ensure_future(self._store.transition(
-            task.id, TaskStatus.RUNNING, expect=TaskStatus.QUEUED, count_attempt=True))
+        soon = getattr(self._store, "transition_soon", None)  # a future, not a task
+        moving = (soon(task.id, TaskStatus.RUNNING, expect=TaskStatus.QUEUED, count_attempt=True)
+                  if soon is not None else asyncio.ensure_future(self._store.transition(
+                      task.id, TaskStatus.RUNNING, expect=TaskStatus.QUEUED, count_attempt=True)))
         await self._run_agent(run, moving, model)
 
     async def _started(self, run: _Run, moving: asyncio.Future[Task]) -> bool:

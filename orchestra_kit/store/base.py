@@ -144,15 +144,22 @@ class StoreBase:
 
         With ``merge``, queued ops of the same kind may instead run together as
         ``merge(conn, [payload, ...])`` (one statement for many rows)."""
-        writer = self._check_open()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         t0 = time.perf_counter()
-        writer.submit(WriteOp(fn, fut, tables, savepoint, merge, payload))
-        self._writes += 1
+        fut = self._submit(fn, tables, savepoint=savepoint, merge=merge, payload=payload)
         try:
             return await fut
         finally:
             self._write_latency_s.append(time.perf_counter() - t0)
+
+    def _submit(self, fn: WriteFn, tables: tuple[str, ...], *, savepoint: bool = True,
+                merge: MergeFn | None = None, payload: Any = None) -> asyncio.Future[Any]:
+        """:meth:`_write` queued now, as a future resolved once its transaction committed
+        (no coroutine, no task: for a write issued now and awaited later)."""
+        writer = self._check_open()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        writer.submit(WriteOp(fn, fut, tables, savepoint, merge, payload))
+        self._writes += 1
+        return fut
 
     # ------------------------------------------------------------------ read path
 

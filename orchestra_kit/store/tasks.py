@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,6 +21,7 @@ from .checks import new_task, task_status
 from .schema import TASK_COLS, row_to_task
 from .sqlops import RecoveryReport, check_limit, close_requests_for, require_employee
 from .taskmerge import Move, check_move, created, merged_task_writes
+from .writer import MergeFn, WriteFn
 
 __all__ = ["TaskAPI"]
 
@@ -212,6 +215,31 @@ class TaskAPI(StoreBase):
         With ``max_running``, a move to running is refused (CapacityError) when that many
         tasks already run. ``usage`` (what the agent run cost) is stored as JSON on the
         task, replacing an earlier attempt's."""
+        t0 = time.perf_counter()
+        try:
+            fn, merge, payload = self._move_op(task_id, new, expect, result, error,
+                                               count_attempt, max_running, usage)
+            task: Task = await self._submit(fn, _TASKS, savepoint=False, merge=merge,
+                                            payload=payload)
+        finally:
+            self._write_latency_s.append(time.perf_counter() - t0)
+        return task
+
+    def transition_soon(self, task_id: int, new: TaskStatus, *,
+                        expect: TaskStatus | None = None,
+                        count_attempt: bool = False) -> asyncio.Future[Task]:
+        """:meth:`transition`, queued now without a coroutine or task: the future resolves
+        (or fails) once the move committed. The scheduler's move to running, which it
+        issues as the agent starts and awaits later."""
+        fn, merge, payload = self._move_op(task_id, new, expect, None, None, count_attempt,
+                                           None, None)
+        return self._submit(fn, _TASKS, savepoint=False, merge=merge, payload=payload)
+
+    def _move_op(self, task_id: int, new: TaskStatus, expect: TaskStatus | None,
+                 result: str | None, error: str | None, count_attempt: bool,
+                 max_running: int | None, usage: Mapping[str, Any] | None
+                 ) -> tuple[WriteFn, MergeFn | None, Move | None]:
+        """The writer's function for a move, and its merged form when it has one."""
         new_s = task_status(new, "status")
         expect_s = task_status(expect, "expect") if expect is not None else None
         now = self._clock()
@@ -219,13 +247,11 @@ class TaskAPI(StoreBase):
         # Moves of many tasks in one batch run merged (.taskmerge); one that checks the
         # running limit reads a count the others may change, so it runs alone.
         mergeable = max_running is None
-        task: Task = await self._write(
-            lambda c: _transition(c, task_id, new_s, expect_s, result, error, count_attempt, now,
-                                  max_running, usage_text),
-            _TASKS, savepoint=False, merge=merged_task_writes if mergeable else None,
-            payload=Move(task_id, new_s, expect_s, result, error, count_attempt, now, usage_text)
-            if mergeable else None)
-        return task
+        return (lambda c: _transition(c, task_id, new_s, expect_s, result, error, count_attempt,
+                                      now, max_running, usage_text),
+                merged_task_writes if mergeable else None,
+                Move(task_id, new_s, expect_s, result, error, count_attempt, now, usage_text)
+                if mergeable else None)
 
     async def set_progress(self, task_id: int, progress: int) -> None:
         """Record a task's progress percentage (0-100)."""
