@@ -117,3 +117,18 @@ async def test_merged_hires_with_taken_and_repeated_names(store: Store) -> None:
                                                "Employee"]
     assert (await store.get_employee("n1")).role == "dev"
     assert (await store.counts())["employees"] == 22
+
+
+async def test_ops_of_one_loop_iteration_reach_the_writer_as_one_item(store: Store) -> None:
+    gate = threading.Event()
+    held = asyncio.ensure_future(store._write(lambda c: gate.wait(10), ()))
+    await asyncio.sleep(0.01)  # the writer is inside the gate op
+    futs = [asyncio.ensure_future(store.hire(f"q{i}", "dev")) for i in range(5)]
+    await asyncio.sleep(0.01)
+    writer = store._writer
+    assert writer is not None
+    assert store.writer_queue_depth == 5 and writer._queue.qsize() == 1  # one hand-over
+    gate.set()
+    await held
+    await asyncio.gather(*futs)
+    assert store.writer_queue_depth == 0
