@@ -6,7 +6,7 @@ open, so it must be closed before the asyncio tests of other modules run.
 The suite needs Debian's Chromium (``make setup`` installs it when missing) and the
 ``playwright`` Python package (the dev extra). Without them it fails under CI and is
 skipped elsewhere, saying why. Screenshots of failed tests go to
-``results/browser-artifacts/`` (git-ignored; ``ORCHESTRA_BROWSER_ARTIFACTS`` moves it).
+``results/browser-artifacts/`` (git-ignored; ``BROWSER_ARTIFACTS`` moves it).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from labdriver import (
     shutdown_kernels,
 )
 
-ARTIFACTS = Path(os.environ.get("ORCHESTRA_BROWSER_ARTIFACTS",
+ARTIFACTS = Path(os.environ.get("BROWSER_ARTIFACTS",
                                 ROOT / "results" / "browser-artifacts"))
 
 
@@ -93,8 +93,8 @@ def page(lab_tab: Any, lab: Lab, request: pytest.FixtureRequest) -> Iterator[Any
 
 @pytest.fixture
 def screenshots() -> Path | None:
-    """Where to keep screenshots a person reads (``ORCHESTRA_SCREENSHOTS``), if anywhere."""
-    where = os.environ.get("ORCHESTRA_SCREENSHOTS")
+    """Where to keep screenshots a person reads (``BROWSER_SCREENSHOTS``), if anywhere."""
+    where = os.environ.get("BROWSER_SCREENSHOTS")
     if not where:
         return None
     Path(where).mkdir(parents=True, exist_ok=True)

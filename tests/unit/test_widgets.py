@@ -15,6 +15,7 @@ import pandas as pd
 from orchestra_kit.errors import ConfigError
 from orchestra_kit.lab.widgets import SETTINGS_KNOBS, TuningPanel
 from orchestra_kit.lab.widgets_knobs import KNOB_GROUPS, KNOBS, parse_levels
+from orchestra_kit.lab.widgets_view import runs_html, short_run_id
 
 PNG = b"\x89PNG"
 
@@ -56,14 +57,15 @@ async def test_run_records_the_knob_values(tmp_path: Path) -> None:
     assert panel.progress.value == panel.progress.max == 2
     assert not panel.run_button.disabled and panel.stop_button.disabled
     assert (run.label, 0) in panel.runs_select.options and panel.runs_select.value == (0,)
-    assert f"title='{run.run_dir}'>{run.run_dir.name}<" in panel.table.value
+    short = short_run_id(run.run_dir)
+    assert f"<code title='{run.run_dir}'>{short}</code>" in panel.table.value
     assert "data-status='complete'" in panel.table.value
     assert panel.last_error == ""
     assert run.status == "complete" and run.points == 2
     assert "settings" not in repr(run) and run.label in repr(run)  # concise, no wall of text
     table = panel.runs_table()
     assert list(table["status"]) == ["complete"] and list(table["points"]) == [2]
-    assert list(table["run_dir"]) == [str(run.run_dir)]
+    assert list(table["run_dir"]) == [str(run.run_dir)] and list(table["run"]) == [short]
 
 
 async def test_button_click_runs_in_a_panel_task(tmp_path: Path) -> None:
@@ -190,3 +192,16 @@ def test_each_recorded_run_joins_the_overlay_selection(tmp_path: Path) -> None:
     assert panel.runs_select.value == (0, 1, 2)
     assert [r.label for r in panel.runs] == ["run 1: hire, 2, 8", "run 2: hire, 2, 8",
                                              "run 3: hire, 2, 8"]
+
+
+def test_runs_table_shows_a_short_run_id_with_the_path_on_hover() -> None:
+    assert short_run_id("/r/tuning/20261203T143012Z-a1b2c3") == "14:30:12 a1b2c3"
+    assert short_run_id("r7") == "r7" and short_run_id("x" * 30) == "x" * 15 + "…"
+    row = {"#": 1, "run": "14:30:12 a1b2c3", "label": "run 1: hire, 1, 2 (batch_size=7)",
+           "status": "complete", "changed settings": "database.batch_size=7",
+           "run_dir": "/r/tuning/20261203T143012Z-a1b2c3"}
+    page = runs_html([row])
+    assert "<code title='/r/tuning/20261203T143012Z-a1b2c3'>14:30:12 a1b2c3</code>" in page
+    assert page.count("<tr data-status='complete'>") == 1 and "run_dir" not in page
+    label_cell = page.split("run 1: hire")[0].rsplit("<td", 1)[1]
+    assert "white-space:normal" in label_cell  # free text wraps instead of widening the table
