@@ -41,12 +41,23 @@ def test_panel_has_every_knob_and_builds_a_spec(tmp_path: Path) -> None:
     assert panel.build_spec().sweep == {"load.rate_rps": [50.0, 100.5]}
 
 
-async def test_run_records_the_knob_values(tmp_path: Path) -> None:
-    panel = TuningPanel(results_root=tmp_path)
+async def test_clicked_run_records_the_knobs_and_redraws_chart_and_table(
+        calibrated_results: Path) -> None:
+    """One clicked run (each run starts a service per point) checks the click path, the
+    knob values in the run's manifest, and the chart and table redrawn as points finish."""
+    panel = TuningPanel(results_root=calibrated_results)
     _small(panel)
     panel.knobs["database.batch_size"].value = 50
     panel.knobs["flags.enable_query_caching"].value = False
-    run = await panel.run()
+    assert bytes(panel.chart.value).startswith(PNG)  # a placeholder chart before any run
+    charts: list[bytes] = []
+    tables: list[str] = []
+    panel.chart.observe(lambda c: charts.append(bytes(c["new"])), names="value")
+    panel.table.observe(lambda c: tables.append(c["new"]), names="value")
+    panel.run_button.click()
+    assert panel.task is not None
+    panel.run_button.click()  # a second click while running is ignored
+    run = await panel.task
     assert run is not None and panel.runs == [run]
     assert run.settings["database.batch_size"] == 50
     manifest = json.loads((run.run_dir / "manifest.json").read_text())
@@ -66,22 +77,11 @@ async def test_run_records_the_knob_values(tmp_path: Path) -> None:
     table = panel.runs_table()
     assert list(table["status"]) == ["complete"] and list(table["points"]) == [2]
     assert list(table["run_dir"]) == [str(run.run_dir)] and list(table["run"]) == [short]
-
-
-async def test_button_click_runs_in_a_panel_task(tmp_path: Path) -> None:
-    panel = TuningPanel(results_root=tmp_path)
-    _small(panel)
-    panel.levels.value = "2"
-    panel.knobs["database.batch_size"].value = 7
-    panel.run_button.click()
-    assert panel.task is not None
-    panel.run_button.click()  # a second click while running is ignored
-    run = await panel.task
-    assert run is not None and len(panel.runs) == 1
-    manifest = json.loads((run.run_dir / "manifest.json").read_text())
-    assert manifest["settings"]["database"]["batch_size"] == 7
-    fig = panel.figure()  # the recorded run is selected and overlaid
-    assert fig.axes[0].get_lines()
+    # one redraw per finished point, then the recorded run selected in the overlay
+    assert len(charts) >= 3 and len(set(charts)) >= 3 and all(c.startswith(PNG) for c in charts)
+    assert any("data-status='running'" in t for t in tables)
+    assert "data-status='running'" not in panel.table.value
+    assert panel.figure().axes[0].get_lines()  # the recorded run is selected and overlaid
 
 
 @pytest.mark.parametrize(("knob", "value", "words"), [
@@ -147,24 +147,8 @@ async def test_bad_level_resets_the_progress_bar(tmp_path: Path) -> None:
     assert panel.progress.value == 0 and panel.progress.bar_style == "danger"
 
 
-async def test_chart_and_table_update_as_points_finish(tmp_path: Path) -> None:
-    panel = TuningPanel(results_root=tmp_path)
-    _small(panel)
-    assert bytes(panel.chart.value).startswith(PNG)  # a placeholder chart before any run
-    charts: list[bytes] = []
-    tables: list[str] = []
-    panel.chart.observe(lambda c: charts.append(bytes(c["new"])), names="value")
-    panel.table.observe(lambda c: tables.append(c["new"]), names="value")
-    run = await panel.run()
-    assert run is not None
-    # one redraw per finished point, then the recorded run selected in the overlay
-    assert len(charts) >= 3 and len(set(charts)) >= 3 and all(c.startswith(PNG) for c in charts)
-    assert any("data-status='running'" in t for t in tables)
-    assert "data-status='running'" not in panel.table.value
-
-
-async def test_stop_cancels_cleanly_and_keeps_the_partial_run(tmp_path: Path) -> None:
-    panel = TuningPanel(results_root=tmp_path)
+async def test_stop_cancels_cleanly_and_keeps_the_partial_run(calibrated_results: Path) -> None:
+    panel = TuningPanel(results_root=calibrated_results)
     panel.workload.value, panel.levels.value, panel.duration_s.value = "hire", "1, 2, 4", 0.8
     panel.run_button.click()
     await asyncio.sleep(0)  # the clicked task starts
