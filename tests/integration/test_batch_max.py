@@ -1,0 +1,43 @@
+"""The largest ``POST /tasks/batch`` the API allows (1,000 tasks x 100 paths, 100,000
+distinct paths, some through a link) is accepted and stored exactly; how long it stalls
+the loop is measured by ``orchestra bench batch``, not asserted here."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import aiohttp
+from server_fixtures import make_settings
+
+from orchestra_kit.server import Service
+from orchestra_kit.server.benchbatch import EMPLOYEES, batch_body, expected_files, make_tree
+
+TASKS, PATHS = 1000, 100
+
+
+async def test_a_maximal_batch_is_accepted_and_stored_exactly(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    make_tree(root, TASKS)
+    body = json.dumps(batch_body(TASKS, PATHS)).encode()
+    settings = make_settings(tmp_path, project_root=str(root),
+                             **{"server.max_body_bytes": len(body) + 65_536,
+                                # tasks stay queued/running; the drain does not wait
+                                "agents.sim_latency_ms": 60_000,
+                                "scheduler.shutdown_grace_s": 0.2})
+    async with Service(settings) as svc, aiohttp.ClientSession() as http:
+        for e in range(EMPLOYEES):
+            async with http.post(f"{svc.url}/employees", json={"name": f"e{e}", "role": "d"}) as r:
+                assert r.status == 201
+        async with http.post(f"{svc.url}/tasks/batch", data=io.BytesIO(body),
+                             headers={"Content-Type": "application/json"}) as r:
+            answer = await r.json()
+            assert r.status == 200, answer
+        assert answer["message"] == f"Queued {TASKS}/{TASKS} tasks"
+        ids = [item["task_id"] for item in answer["items"]]
+        assert len(set(ids)) == TASKS and all(item["ok"] for item in answer["items"])
+        stored = await svc.state.require_store().list_tasks(limit=TASKS)
+        assert [t.id for t in stored] == ids
+        assert [list(t.files) for t in stored] == expected_files(TASKS, PATHS)
+        assert [t.employee for t in stored] == [f"e{i % EMPLOYEES}" for i in range(TASKS)]
