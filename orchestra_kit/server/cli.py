@@ -68,7 +68,7 @@ async def _serve(settings: Settings, reuse_port: bool = False) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    heap_snapshots = memtrace.install(loop)  # only under PYTHONTRACEMALLOC
+    heap_snapshots = memtrace.install(loop)  # SIGUSR2: tracemalloc on, then snapshots
     try:
         async with Service(settings, reuse_port=reuse_port) as svc:
             db = _redacted(settings.database.url) or settings.database.path
@@ -79,8 +79,7 @@ async def _serve(settings: Settings, reuse_port: bool = False) -> int:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        if heap_snapshots is not None:
-            heap_snapshots()
+        heap_snapshots()
     log.info("orchestra: stopped cleanly")
     return 0
 

@@ -1,10 +1,10 @@
 """Heap snapshots of a running ``orchestra serve``, to tell a leak from warm-up.
 
-Start the service with ``PYTHONTRACEMALLOC=N`` (N frames per allocation; the soak's
-children inherit it: ``PYTHONTRACEMALLOC=10 orchestra run experiments/soak.toml ...``).
-Then each ``kill -USR2 PID`` writes a snapshot to
-``$TMPDIR/orchestra-heap-PID-K.tracemalloc`` and logs its path, the memory Python
-traces and the process RSS. Without tracing, SIGUSR2 is left alone.
+``kill -USR2 PID`` on the service starts tracemalloc (10 frames per allocation) the
+first time, so the start-up and warm-up run at full speed; each later signal writes a
+snapshot to ``$TMPDIR/orchestra-heap-PID-K.tracemalloc`` and logs its path, the memory
+Python traces and the process RSS. (Under ``PYTHONTRACEMALLOC=N`` tracing is on from the
+start and the first signal already writes a snapshot.)
 
 ``python -m orchestra_kit.server.memtrace OLD NEW [--top N]`` prints what grew between
 two snapshots: the traced totals, then the top source lines and allocation tracebacks
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import ctypes.util
 import itertools
 import logging
 import os
@@ -31,6 +33,7 @@ from pathlib import Path
 __all__ = ["compare", "install", "snapshot_to"]
 
 log = logging.getLogger(__name__)
+TRACE_FRAMES = 10
 _IGNORED = (tracemalloc.Filter(False, tracemalloc.__file__),
             tracemalloc.Filter(False, "<frozen importlib._bootstrap>"),
             tracemalloc.Filter(False, "<frozen importlib._bootstrap_external>"),
@@ -45,23 +48,55 @@ def _rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _native_mb() -> str:
+    """SQLite's own memory and glibc malloc's in-use / free-but-held bytes (best effort:
+    neither is traced by tracemalloc, both are in the RSS)."""
+    parts = []
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("sqlite3") or "libsqlite3.so.0")
+        lib.sqlite3_memory_used.restype = ctypes.c_int64
+        parts.append(f"SQLite {lib.sqlite3_memory_used() / 2**20:.1f} MB")
+    except (OSError, AttributeError):
+        pass
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallinfo2.restype = _MallInfo2
+        info = libc.mallinfo2()
+        parts.append(f"malloc in use {(info.uordblks + info.hblkhd) / 2**20:.1f} MB,"
+                     f" free but held {info.fordblks / 2**20:.1f} MB")
+    except (OSError, AttributeError):
+        pass
+    return ", ".join(parts)
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
 def snapshot_to(path: Path) -> str:
-    """Dump a snapshot to ``path``; returns a one-line summary (traced MB, RSS MB)."""
+    """Dump a snapshot to ``path``; returns a one-line summary (traced MB, RSS MB, and
+    SQLite's and malloc's own figures where they can be read)."""
     snap = tracemalloc.take_snapshot()
     snap.dump(str(path))
     traced, peak = tracemalloc.get_traced_memory()
     return (f"heap snapshot {path}: traced {traced / 2**20:.1f} MB (peak {peak / 2**20:.1f}),"
-            f" RSS {_rss_mb():.1f} MB")
+            f" RSS {_rss_mb():.1f} MB; {_native_mb()}")
 
 
-def install(loop: asyncio.AbstractEventLoop) -> Callable[[], None] | None:
-    """SIGUSR2 -> a snapshot (in a thread), when tracemalloc is tracing; the remover."""
-    if not tracemalloc.is_tracing():
-        return None
+def install(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+    """SIGUSR2: start tracing (``TRACE_FRAMES`` frames) if not yet, else write a
+    snapshot (in a thread); returns the remover."""
     counter = itertools.count(1)
     folder = Path(tempfile.gettempdir())
 
     def on_signal() -> None:
+        if not tracemalloc.is_tracing():
+            tracemalloc.start(TRACE_FRAMES)
+            log.warning("tracemalloc started (%d frames); kill -USR2 %d again writes a heap"
+                        " snapshot", TRACE_FRAMES, os.getpid())
+            return
         path = folder / f"orchestra-heap-{os.getpid()}-{next(counter)}.tracemalloc"
         fut = loop.run_in_executor(None, snapshot_to, path)
         fut.add_done_callback(lambda f: log.warning("%s", f.exception() or f.result()))
@@ -70,7 +105,6 @@ def install(loop: asyncio.AbstractEventLoop) -> Callable[[], None] | None:
         loop.remove_signal_handler(signal.SIGUSR2)
 
     loop.add_signal_handler(signal.SIGUSR2, on_signal)
-    log.warning("tracemalloc is on: kill -USR2 %d writes a heap snapshot", os.getpid())
     return remove
 
 
