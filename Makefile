@@ -99,5 +99,5 @@ baseline: $(STAMP)
 	$(BIN)/orchestra run experiments/regression.toml --results results/.baseline-run --no-charts --no-progress
 	mkdir -p results/baselines
 	cp -r results/.baseline-run/regression/*/ results/baselines/regression
-	rm -f results/baselines/regression/requests.csv
+	rm -rf results/baselines/regression/requests.csv results/baselines/regression/report.html results/baselines/regression/service
 	rm -rf results/.baseline-run

@@ -175,6 +175,13 @@ class Scheduler(TaskExecution):
                 self._enqueue(r)
         return results
 
+    def adopt(self, tasks: Sequence[Task]) -> None:
+        """Schedule tasks committed as queued by another transaction (a chat event's);
+        when not running, the next :meth:`start` loads them from the store."""
+        if self._state == "running":
+            for task in tasks:
+                self._enqueue(task)
+
     async def run_now(self, employee: str, description: str, **kw: Any) -> Task:
         """Submit and wait for the end (the synchronous, "before" path)."""
         task = await self.submit(employee, description, **kw)

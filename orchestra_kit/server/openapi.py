@@ -148,6 +148,10 @@ def _slack_operation(summary: str, media: str) -> dict[str, Any]:
             "404": {"description": "Chat is not enabled (or an event with no listener)",
                     "content": {"application/json": {"schema": _OBJ}, **text}},
             "413": {"description": _ERROR_TEXT["413"], "content": _content(s.ErrorBody)},
+            "429": {"description": "The Slack team is over its budget "
+                                   "(chat.team_requests_per_minute); Slack retries later",
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                    "content": {"application/json": {"schema": _OBJ}}},
             "503": {"description": _ERROR_TEXT["503"], "content": _content(s.ErrorBody)},
         },
     }
