@@ -102,8 +102,8 @@ OPERATIONS: list[Op] = [
                     "schema": {"type": "string", "pattern": r"^(\d+|[A-Za-z0-9][A-Za-z0-9_-]{0,63})$"}}],
      ("404", "409", "422")),
     ("post", "/files/lock", "Lease files", s.LockBody, "200", _OBJ, [], ("403", "404")),
-    ("post", "/files/release", "Release leases: the body {name, files?} (all of them without"
-     " files)", s.ReleaseBody, "200", _OBJ, [_RELEASE_NAME], ("403", "404", "409")),
+    ("post", "/files/release", ("Release leases: the body {name, files?} (all of them without"
+     " files)"), s.ReleaseBody, "200", _OBJ, [_RELEASE_NAME], ("403", "404", "409")),
     ("get", "/files", "Active leases", None, "200", _LIST_OF("files", "LeaseOut"),
      [_EMPLOYEE_Q], ("422",)),
     ("post", "/files/requests", "Request a leased file", s.FileRequestBody, "201", _OBJ, [],

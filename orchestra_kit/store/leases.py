@@ -171,7 +171,8 @@ class LeaseAPI(StoreBase):
         if files is None:
             where, params = "employee = ?", [employee]
         else:
-            paths = validate_files(self.project_root, list(files))
+            paths = validate_files(self.project_root,
+                                   files if isinstance(files, tuple) else list(files))
             if not paths:
                 return []
             where = f"employee = ? AND path IN ({','.join('?' * len(paths))})"

@@ -151,7 +151,8 @@ class PgStore(PgChatEventAPI):
         if files is None:
             where = "employee = $2"
         else:
-            paths = validate_files(self.project_root, list(files))
+            paths = validate_files(self.project_root,
+                                   files if isinstance(files, tuple) else list(files))
             if not paths:
                 return []
             where = "employee = $2 AND path = ANY($3::text[])"
