@@ -41,3 +41,12 @@ async def test_a_maximal_batch_is_accepted_and_stored_exactly(tmp_path: Path) ->
         assert [t.id for t in stored] == ids
         assert [list(t.files) for t in stored] == expected_files(TASKS, PATHS)
         assert [t.employee for t in stored] == [f"e{i % EMPLOYEES}" for i in range(TASKS)]
+
+
+async def test_bench_batch_smoke_reports_a_stall_and_checks_the_result() -> None:
+    from orchestra_kit.server.benchbatch import run_batch_bench
+
+    out = await run_batch_bench(tasks=40, paths=10, repeats=1)
+    (run,) = out["runs"]
+    assert out["all_correct"] and run["queued"] == 40 and run["status"] == 200
+    assert run["probe_wakes"] > 0 and 0 <= run["block_max_ms"] and out["distinct_paths"] == 400
