@@ -50,3 +50,24 @@ async def test_bench_batch_smoke_reports_a_stall_and_checks_the_result() -> None
     (run,) = out["runs"]
     assert out["all_correct"] and run["queued"] == 40 and run["status"] == 200
     assert run["probe_wakes"] > 0 and 0 <= run["block_max_ms"] and out["distinct_paths"] == 400
+
+
+async def test_a_link_out_of_the_root_fails_a_large_batch_naming_the_path(tmp_path: Path) -> None:
+    """The checks run in a worker thread for a large batch; their rules are the same."""
+    root, outside = tmp_path / "project", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / "out").symlink_to(outside, target_is_directory=True)
+    tasks = [{"name": "e0", "task": f"t{i}", "files": [f"ok/{i}/{j}.py" for j in range(100)]}
+             for i in range(30)]  # 3,000 paths: checked off the loop
+    tasks[17]["files"][42] = "out/secret.py"
+    async with Service(make_settings(tmp_path, project_root=str(root))) as svc, \
+            aiohttp.ClientSession() as http:
+        async with http.post(f"{svc.url}/employees", json={"name": "e0", "role": "d"}) as r:
+            assert r.status == 201
+        async with http.post(f"{svc.url}/tasks/batch", json={"tasks": tasks}) as r:
+            doc = await r.json()
+            assert r.status == 422, doc
+        assert doc["error"]["details"]["field"] == "tasks[17].files[42]"
+        assert "outside the project root" in doc["error"]["message"]
+        assert await svc.state.require_store().list_tasks() == []
