@@ -182,8 +182,8 @@ class TaskExecution:
         self._hub.publish(TaskEvent.status_of(await self._store.get_task(task_id)))
 
     async def _take_leases(self, task: Task) -> bool:
-        result: dict[str, str] = await self._store.lock_files(
-            task.employee, list(task.files), description=task.description[:200], task_id=task.id
+        result: dict[str, str] = await self._store.lock_files(  # CheckedFiles: not re-checked
+            task.employee, task.files, description=task.description[:200], task_id=task.id
         )
         if all(status in ("locked", "already_locked") for status in result.values()):
             return True
