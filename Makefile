@@ -43,7 +43,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 test: $(STAMP) $(OPENCODE_BIN) postgres chromium lint
-	$(BIN)/python -m pytest -q --nbmake --nbmake-timeout=300 tests notebooks
+	$(BIN)/python -m pytest -q --durations=30 --nbmake --nbmake-timeout=300 tests notebooks
 
 sweep: $(STAMP)
 	$(BIN)/orchestra run experiments/concurrency_sweep.toml
@@ -99,5 +99,5 @@ baseline: $(STAMP)
 	$(BIN)/orchestra run experiments/regression.toml --results results/.baseline-run --no-charts --no-progress
 	mkdir -p results/baselines
 	cp -r results/.baseline-run/regression/*/ results/baselines/regression
-	rm -f results/baselines/regression/requests.csv
+	rm -rf results/baselines/regression/requests.csv results/baselines/regression/report.html results/baselines/regression/service
 	rm -rf results/.baseline-run

@@ -5,10 +5,18 @@
 ``/request NAME PATH [REASON]``, ``/approve ID``, ``/deny ID``. Arguments are split on
 whitespace (never a shell); every value goes through the same validation as the HTTP
 API, and an error is answered with its message (only the sender sees it).
+
+The commands that act as the team lead (:data:`PRIVILEGED`: hiring, firing, locking or
+releasing any employee's files, approving or denying any request) run only for the
+senders listed in ``chat.slack_lead_user_ids``; anyone else (and everyone, while that
+list is empty) gets an ephemeral refusal naming the setting. The rest (``/assign``,
+which is what a mention does, ``/request``, which only asks, and the read-only ones)
+are open to the channel.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +26,9 @@ from ..errors import OrchestraError, ValidationError
 from ..models import normalise_path, validate_files
 from .replies import escape
 
-__all__ = ["COMMANDS", "CommandContext", "CommandReply", "run_command"]
+__all__ = ["COMMANDS", "PRIVILEGED", "CommandContext", "CommandReply", "run_command"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +38,7 @@ class CommandContext:
     store: Any
     scheduler: Any
     project_root: Path
+    leads: frozenset[str] = frozenset()  # sender ids that act as the team lead
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,12 +147,30 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-async def run_command(ctx: CommandContext, command: str, text: str) -> CommandReply:
-    """Run one slash command; errors become an ephemeral reply naming the problem."""
+#: The commands that act as the team lead (see the module doc).
+PRIVILEGED = frozenset({"/hire", "/fire", "/lock", "/release", "/approve", "/deny"})
+
+
+def _refusal(ctx: CommandContext, command: str, user: str) -> CommandReply:
+    if not ctx.leads:
+        why = "no Slack user is the team lead yet (an admin sets chat.slack_lead_user_ids)"
+    else:
+        why = (f"your Slack user id ({escape(user, 40) or 'unknown'}) is not in "
+               f"chat.slack_lead_user_ids")
+    return CommandReply(f"Only the team lead may use {command}: {why}.", public=False)
+
+
+async def run_command(ctx: CommandContext, command: str, text: str, *,
+                      user: str = "") -> CommandReply:
+    """Run one slash command sent by ``user`` (the sender's id); errors, and privileged
+    commands from anyone but a lead, become an ephemeral reply saying why."""
     fn = COMMANDS.get(command)
     if fn is None:
         return CommandReply(f"Unknown command {escape(command, 40)}; try one of "
                             f"{' '.join(COMMANDS)}", public=False)
+    if command in PRIVILEGED and user not in ctx.leads:
+        log.info("chat: %s refused: sender %r is not a lead", command, user[:40])
+        return _refusal(ctx, command, user)
     try:
         return CommandReply(await fn(ctx, text.split()))
     except OrchestraError as exc:

@@ -53,6 +53,7 @@ class IncomingMessage:
     event_id: str = ""
     from_bot: bool = False
     addressed: bool = False  # the app itself was mentioned (Slack app_mention)
+    retry: int = 0  # the transport's redelivery count (Slack's X-Slack-Retry-Num)
 
     @property
     def reply_thread(self) -> str:

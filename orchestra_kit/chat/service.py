@@ -1,11 +1,13 @@
 """The chat layer: an incoming message becomes tasks, replies in its thread, updates.
 
 :meth:`ChatService.handle` is the fast part, awaited before the transport acknowledges
-the message: it ignores bots, records the event (a repeat is dropped), applies the
-sender's limits, routes the mentions to employees and queues the tasks through the
-scheduler, so an acknowledged message is a committed task. Everything that talks back
-(the reply in thread, throttled progress edits, the completion message) runs in
-background tasks this service owns and awaits in :meth:`aclose`.
+the message: it ignores bots, records the event as pending (a handled repeat is
+dropped), applies the sender's limits, routes the mentions to employees, and creates
+the tasks in the transaction that marks the event handled, then hands them to the
+scheduler; so an acknowledged message is a committed task, and a redelivery after a
+crash makes exactly one (docs/chat.md, "Exactly one task per message"). Everything that
+talks back (the reply in thread, throttled progress edits, the completion message) runs
+in background tasks this service owns and awaits in :meth:`aclose`.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Self
 
 from ..config import ChatSettings
-from ..errors import ConflictError, NotFoundError, OrchestraError
+from ..errors import ConflictError, NotFoundError, OrchestraError, ServiceUnavailableError
 from ..models import Task, validate_description, validate_files
 from .follow import follow_tasks
 from .limits import SenderLimits
@@ -32,6 +35,7 @@ __all__ = ["ChatService", "ChatTransport", "Outcome"]
 log = logging.getLogger(__name__)
 AUTO_HIRE_ROLE = "developer"
 MAX_MENTIONS = 10  # one message may not fan out into an unbounded number of tasks
+_ANSWERED_MAX = 10_000  # recent events this process answered (a retry of one is a repeat)
 
 
 class ChatTransport(Protocol):
@@ -58,6 +62,8 @@ class _Counters:
     received: int = 0
     ignored: int = 0
     duplicates: int = 0
+    redelivered: int = 0
+    resumed: int = 0
     limited: int = 0
     tasks: int = 0
     replies: int = 0
@@ -81,6 +87,8 @@ class ChatService:
                                    clock=clock)
         self.counters = _Counters()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._inflight: set[str] = set()  # event ids and message keys being handled
+        self._answered: OrderedDict[str, None] = OrderedDict()  # events answered here
         self._closed = False
 
     async def __aenter__(self) -> Self:
@@ -102,6 +110,7 @@ class ChatService:
         """Counters for /performance (no secrets, no message text)."""
         c = self.counters
         return {"received": c.received, "ignored": c.ignored, "duplicates": c.duplicates,
+                "redelivered": c.redelivered, "resumed": c.resumed,
                 "limited": c.limited, "tasks": c.tasks, "replies": c.replies,
                 "post_errors": c.post_errors, "following": len(self._tasks),
                 "by_kind": dict(c.by_kind)}
@@ -115,16 +124,65 @@ class ChatService:
         if msg.from_bot or self._closed or not (msg.addressed or mentions):
             self.counters.ignored += 1
             return Outcome("ignored")
-        if not await self.store.claim_chat_event(msg.dedup_id, msg.message_key,
-                                                 channel=msg.channel, user=msg.user):
-            self.counters.duplicates += 1
-            return Outcome("duplicate")
-        outcome = await self._decide(msg, mentions)
+        keys = (msg.dedup_id, msg.message_key)
+        if any(k in self._inflight for k in keys):  # its twin event is being handled here
+            return self._duplicate()
+        self._inflight.update(keys)
+        try:
+            state = await self._claim(msg)
+            if state is None or state[1] != "received":
+                return await self._handled_before(msg, state)
+            record = state[0]
+            outcome = await self._decide(msg, mentions, record)
+            if outcome.kind == "duplicate" or (
+                    not outcome.task_ids
+                    and not await self.store.finish_chat_event(record, outcome.kind)):
+                return self._duplicate()  # another delivery of it was handled meanwhile
+        finally:
+            self._inflight.difference_update(keys)
         self.counters.by_kind[outcome.kind] = self.counters.by_kind.get(outcome.kind, 0) + 1
-        self._spawn(self._talk_back(msg, outcome))
+        self._answer(msg, outcome, record)
         return outcome
 
-    async def _decide(self, msg: IncomingMessage, mentions: list[str]) -> Outcome:
+    def _answer(self, msg: IncomingMessage, outcome: Outcome, record: str) -> None:
+        self._answered[record] = None
+        if len(self._answered) > _ANSWERED_MAX:
+            self._answered.popitem(last=False)
+        self._spawn(self._talk_back(msg, outcome))
+
+    def _duplicate(self) -> Outcome:
+        self.counters.duplicates += 1
+        return Outcome("duplicate")
+
+    async def _claim(self, msg: IncomingMessage) -> tuple[str, str, tuple[int, ...]] | None:
+        """Record the event as pending: ``(event id, outcome, task ids)`` as recorded, or
+        ``None``. A pending event (outcome ``received``) that is not being handled here
+        is acted on again: its first delivery died with its process before its tasks
+        were committed."""
+        if await self.store.claim_chat_event(msg.dedup_id, msg.message_key,
+                                             channel=msg.channel, user=msg.user):
+            return msg.dedup_id, "received", ()
+        state: tuple[str, str, tuple[int, ...]] | None = await self.store.chat_event_state(
+            msg.dedup_id, msg.message_key)
+        if state is not None and state[1] == "received":
+            self.counters.redelivered += 1
+        return state
+
+    async def _handled_before(self, msg: IncomingMessage,
+                              state: tuple[str, str, tuple[int, ...]] | None) -> Outcome:
+        """A duplicate; unless Slack retries an event whose tasks were committed but which
+        this process never answered (the one that did died first): then its thread gets
+        the reply and the updates it missed."""
+        if (state is None or state[1] != "task" or not state[2] or not msg.retry
+                or state[0] in self._answered):
+            return self._duplicate()
+        tasks = [await self.store.get_task(i) for i in state[2]]
+        self.counters.resumed += 1
+        outcome = Outcome("task", state[2], taken_text(tasks))
+        self._answer(msg, outcome, state[0])
+        return outcome
+
+    async def _decide(self, msg: IncomingMessage, mentions: list[str], record: str) -> Outcome:
         decision = self.limits.check(msg.user)
         if not decision.allowed:
             self.counters.limited += 1
@@ -137,13 +195,13 @@ class ChatService:
                 return Outcome("help", reply=HELP_TEXT)
             if intent is Intent.STATUS:
                 return Outcome("status", reply=await self._status(mentions))
-            return await self._assign(text, mentions)
+            return await self._assign(text, mentions, record)
         except OrchestraError as exc:  # bad paths, over-long text, service draining ...
             # the server's own paths are not the channel's business
             message = exc.message.replace(str(self.project_root), "<project root>")
             return Outcome("rejected", reply=f"I could not take this on: {escape(message)}")
 
-    async def _assign(self, text: str, mentions: list[str]) -> Outcome:
+    async def _assign(self, text: str, mentions: list[str], record: str) -> Outcome:
         description = validate_description(text, "message text")
         paths = find_paths(text)
         files = validate_files(self.project_root, paths, "message paths") if paths else []
@@ -156,15 +214,31 @@ class ChatService:
                                              "`/hire alice developer`, then mention them.")
         known, unknown = await self._resolve(names)
         tasks: list[Task] = []
-        for name in known:
-            tasks.append(await self.scheduler.submit(name, description, files=files))
-        self.counters.tasks += len(tasks)
+        if known:
+            created = await self._create_tasks(record, known, description, files)
+            if created is None:
+                return Outcome("duplicate")
+            tasks = created
         reply = taken_text(tasks) if tasks else ""
         if unknown:
             reply += (" " if reply else "") + " ".join(
                 f"I don't know @{escape(n, 64)}: hire them with `/hire {escape(n, 64)} developer`."
                 for n in unknown)
         return Outcome("task" if tasks else "rejected", tuple(t.id for t in tasks), reply)
+
+    async def _create_tasks(self, record: str, names: list[str], description: str,
+                            files: list[str]) -> list[Task] | None:
+        """The tasks, committed with the event's "handled" mark (one transaction), then
+        scheduled; ``None`` when another delivery of the event was handled already."""
+        if not self.scheduler.accepting:
+            raise ServiceUnavailableError("The service is stopping; it takes no new tasks")
+        created: list[Task] | None = await self.store.create_chat_tasks(
+            record, [{"employee": n, "description": description, "files": files}
+                     for n in names])
+        if created is not None:
+            self.scheduler.adopt(created)
+            self.counters.tasks += len(created)
+        return created
 
     async def _resolve(self, names: list[str]) -> tuple[list[str], list[str]]:
         """``(employees, unknown names)``; unknown ones are hired when auto-hire is on."""
@@ -212,8 +286,7 @@ class ChatService:
         t.add_done_callback(self._tasks.discard)
 
     async def _talk_back(self, msg: IncomingMessage, outcome: Outcome) -> None:
-        # The claim and the tasks are committed before the ack; the outcome is a note.
-        await self.store.finish_chat_event(msg.dedup_id, outcome.kind, outcome.task_ids)
+        # The event, its outcome and its tasks are committed before the ack.
         if outcome.reply and not await self.post(msg.channel, outcome.reply, msg.reply_thread):
             return
         if outcome.task_ids:

@@ -50,6 +50,7 @@ class SentEvent:
     status: int
     body: str
     latency_s: float
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class FakeSlack:
@@ -282,7 +283,8 @@ class FakeSlack:
         t0 = time.perf_counter()
         async with self._session.post(target, data=body.encode(), headers=headers) as resp:
             text = await resp.text()
-        return SentEvent(resp.status, text, time.perf_counter() - t0)
+            answer_headers = dict(resp.headers)
+        return SentEvent(resp.status, text, time.perf_counter() - t0, answer_headers)
 
     async def _list_calls(self, request: web.Request) -> web.Response:
         return web.json_response({"calls": [c.to_dict() for c in self.calls]})

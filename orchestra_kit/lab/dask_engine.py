@@ -14,6 +14,10 @@ is a failure, never a retry: the local cluster allows no retries, and a slice th
 starts later than its shared start allows (e.g. re-run by a remote scheduler after
 its worker died) refuses to run. Every failure becomes
 :class:`~orchestra_kit.lab.workers.WorkerFailed`.
+
+Progress: each slice's count of finished requests is pushed to the dask scheduler's
+metadata every :data:`PROGRESS_PUSH_S` from a thread of the slice's own (never from the
+generator's event loop), and :meth:`DaskEngine.run` polls the sum for the bar.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 from .loadgen import LoadModel, LoadRun
@@ -35,6 +40,52 @@ __all__ = ["DaskEngine", "open_dask_engine", "run_dask_slice"]
 DISPATCH_MARGIN_S = 2.0  # the shared start is this far after submitting (dask dispatch)
 LATE_START_S = 1.5  # a slice starting later than this after the shared start refuses
 CONNECT_TIMEOUT_S = 30.0
+PROGRESS_PUSH_S = 0.25  # how often a slice publishes its count of finished requests
+PROGRESS_KEY = "orchestra-progress"
+
+
+class _ProgressPusher:
+    """The ``progress`` of :func:`run_worker_slice` on a dask worker: the slice's loop
+    only stores its count (``progress[worker] = done``); a thread publishes it to the
+    scheduler's metadata under ``key`` every :data:`PROGRESS_PUSH_S`, and once at the end."""
+
+    def __init__(self, key: list[str]) -> None:
+        self.key = key
+        self.done = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="orchestra-progress", daemon=True)
+
+    def __setitem__(self, _worker: int, done: int) -> None:
+        self.done = done
+
+    def __enter__(self) -> Self:
+        from distributed import get_client
+
+        try:  # here, in the task's thread: the worker context is thread-local
+            self._client: Any = get_client()
+        except (ValueError, RuntimeError):
+            return self  # not on a dask worker: no progress, the slice still runs
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        client = self._client
+        try:
+            pushed = -1
+            while True:
+                stopping = self._stop.wait(PROGRESS_PUSH_S)
+                if self.done != pushed:
+                    pushed = self.done
+                    client.set_metadata(self.key, pushed)
+                if stopping:
+                    return
+        except Exception:  # noqa: BLE001 - progress is cosmetic; the slice's result is not
+            return
 
 
 def run_dask_slice(ws: WorkerSlice) -> WorkerResult:
@@ -45,7 +96,10 @@ def run_dask_slice(ws: WorkerSlice) -> WorkerResult:
         raise WorkerFailed(f"generator worker {ws.part.worker} started {late_s:.1f} s after the "
                            "shared start (re-run after a dead worker, or dispatch too slow); "
                            "refusing to send a late or duplicate share of the load")
-    return run_worker_slice(ws)
+    if not ws.progress_key:
+        return run_worker_slice(ws)
+    with _ProgressPusher([PROGRESS_KEY, ws.progress_key, str(ws.part.worker)]) as pusher:
+        return run_worker_slice(ws, pusher)
 
 
 def _warm() -> str:
@@ -97,27 +151,43 @@ class DaskEngine:
         """Run ``slices`` one per dask worker from one shared start; the merged run."""
         placement = await self._placement(slices[0].url, len(slices))
         start_at = time.time() + DISPATCH_MARGIN_S
-        futures = [self.client.submit(run_dask_slice, dataclasses.replace(ws, start_at_wall=start_at),
+        tag = f"{start_at:.6f}" if on_progress is not None else ""
+        futures = [self.client.submit(run_dask_slice,
+                                      dataclasses.replace(ws, start_at_wall=start_at, progress_key=tag),
                                       workers=[addr], allow_other_workers=False, pure=False,
                                       retries=0, key=f"orchestra-slice-{ws.part.worker}-{start_at}")
                    for ws, addr in zip(slices, placement, strict=True)]
         wait_s = DISPATCH_MARGIN_S + duration_s + max(ws.grace_s for ws in slices) + 60.0
         try:
-            results = await self._gather(futures, wait_s)
+            results = await self._gather(futures, wait_s, tag, on_progress)
         finally:
             await self.client.cancel(futures)
+            if tag:
+                await self.client.set_metadata([PROGRESS_KEY, tag], {})
         run = merge(results, model, duration_s)
         run.generator["engine"] = "dask"
-        if on_progress is not None:  # at the end: dask workers share no progress counter
+        if on_progress is not None:
             on_progress(len(run.records))
         return run
 
-    async def _gather(self, futures: list[Any], wait_s: float) -> list[WorkerResult]:
+    async def _progress(self, tag: str, on_progress: Callable[[int], None] | None) -> None:
+        if not tag or on_progress is None:
+            return
+        counts = await self.client.get_metadata([PROGRESS_KEY, tag], default={})
+        if counts:
+            on_progress(int(sum(counts.values())))
+
+    async def _gather(self, futures: list[Any], wait_s: float, tag: str = "",
+                      on_progress: Callable[[int], None] | None = None) -> list[WorkerResult]:
         deadline = time.monotonic() + wait_s
+        polls = 0
         while True:
             if time.monotonic() > deadline:
                 raise WorkerFailed(f"dask generator workers did not answer within {wait_s:g} s")
             await asyncio.sleep(0.1)
+            polls += 1
+            if polls % 3 == 0:
+                await self._progress(tag, on_progress)
             for k, fut in enumerate(futures):
                 if fut.status in ("error", "cancelled", "lost"):
                     raise WorkerFailed(f"generator worker {k} failed on dask: "

@@ -65,6 +65,7 @@ class WorkerSlice:
     grace_s: float = 10.0
     max_lag_s: float = 10.0
     label: str = ""
+    progress_key: str = ""  # dask engine: where this slice publishes its progress ("": not)
 
 
 @dataclass

@@ -175,6 +175,13 @@ class Scheduler(TaskExecution):
                 self._enqueue(r)
         return results
 
+    def adopt(self, tasks: Sequence[Task]) -> None:
+        """Schedule tasks committed as queued by another transaction (a chat event's);
+        when not running, the next :meth:`start` loads them from the store."""
+        if self._state == "running":
+            for task in tasks:
+                self._enqueue(task)
+
     async def run_now(self, employee: str, description: str, **kw: Any) -> Task:
         """Submit and wait for the end (the synchronous, "before" path)."""
         task = await self.submit(employee, description, **kw)
@@ -209,7 +216,8 @@ class Scheduler(TaskExecution):
     def _enqueue(self, task: Task) -> None:
         self._live[task.id] = task
         self._queue.push(QueueEntry.of(task.id, task.priority, task.employee))
-        self._hub.publish(TaskEvent.status_of(task))
+        if self._hub.listened(task.id):  # a queued status for nobody: not built
+            self._hub.publish(TaskEvent.status_of(task))
         if self._wake is not None:
             self._wake.set()
 
@@ -392,7 +400,7 @@ class Scheduler(TaskExecution):
     def _start(self, entry: QueueEntry) -> None:
         # Reserve the slot now (the run is registered before its first await), so the
         # global limit holds even while the run is still taking its leases.
-        run = _Run(task=_placeholder(entry))
+        run = _Run(task=self._live.get(entry.task_id) or _placeholder(entry))
         self._runs[entry.task_id] = run
         self.peak_running = max(self.peak_running, len(self._runs))
         t = asyncio.create_task(self._execute(entry, run), name=f"task-{entry.task_id}")

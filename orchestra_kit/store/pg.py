@@ -34,7 +34,7 @@ from . import pg_ops as ops
 from . import pg_tasks
 from .base import TABLES
 from .checks import check_id, check_text, new_employee, new_task, task_status
-from .pg_instance import PgInstance
+from .pg_chat import PgChatEventAPI
 from .schema import (
     EMPLOYEE_COLS,
     LEASE_COLS,
@@ -53,10 +53,9 @@ log = logging.getLogger(__name__)
 
 _EMP, _TASKS, _LR, _REQ = ("employees",), ("tasks",), ("file_leases", "file_requests"), \
     ("file_requests",)
-_CHAT = ("chat_events",)
 
 
-class PgStore(PgInstance):
+class PgStore(PgChatEventAPI):
     """``async with PgStore(url, settings.database, settings.flags, project_root=p) as s``."""
 
     # ------------------------------------------------------------------ employees
@@ -132,8 +131,8 @@ class PgStore(PgInstance):
                          task_id: int | None = None, ttl_s: float | None = None) -> dict[str, str]:
         """Lease each path: ``locked`` | ``already_locked`` | ``locked_by:<owner>``."""
         validate_employee_name(employee, "employee")
-        paths = validate_files(self.project_root, list(files) if not isinstance(files, str)
-                               else files)
+        paths = validate_files(  # a task's CheckedFiles are taken as they are
+            self.project_root, files if isinstance(files, str | tuple) else list(files))
         description = check_text(description, "description")
         if task_id is not None:
             check_id(task_id, "task_id")
@@ -152,7 +151,8 @@ class PgStore(PgInstance):
         if files is None:
             where = "employee = $2"
         else:
-            paths = validate_files(self.project_root, list(files))
+            paths = validate_files(self.project_root,
+                                   files if isinstance(files, tuple) else list(files))
             if not paths:
                 return []
             where = "employee = $2 AND path = ANY($3::text[])"
@@ -357,26 +357,3 @@ class PgStore(PgInstance):
 
         value, _ = await self._cached(("counts",), TABLES, load, lambda v: v[1])
         return dict(value)
-
-    # ------------------------------------------------------------------ chat events
-
-    async def claim_chat_event(self, event_id: str, message_key: str, *, channel: str,
-                               user: str) -> bool:
-        """Record an incoming event; ``False`` when it (or its message) was recorded before."""
-        rows = await self._write1(
-            "INSERT INTO chat_events (event_id, message_key, channel, \"user\", received_at)"
-            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING event_id",
-            (event_id, message_key, channel, user, self._clock()), _CHAT)
-        return bool(rows)
-
-    async def finish_chat_event(self, event_id: str, outcome: str,
-                                task_ids: Sequence[int] = ()) -> None:
-        """Record what an event led to (``task``, ``limited``, ``ignored``, ``reply`` ...)."""
-        await self._write1("UPDATE chat_events SET outcome = $1, task_ids = $2"
-                           " WHERE event_id = $3 RETURNING event_id",
-                           (outcome, json.dumps(list(task_ids)), event_id), _CHAT)
-
-    async def chat_event_counts(self) -> dict[str, int]:
-        """Events recorded, by outcome."""
-        rows = await self._fetch("SELECT outcome, COUNT(*) FROM chat_events GROUP BY outcome")
-        return {str(r[0]): int(r[1]) for r in rows}

@@ -139,11 +139,21 @@ class StoreProtocol(Protocol):
     # ------------------------------------------------------------------ chat events
     async def claim_chat_event(self, event_id: str, message_key: str, *, channel: str,
                                user: str) -> bool:
-        """Record an incoming chat event; False when it (or its message) was seen before."""
+        """Record an incoming chat event as pending; False when it (or its message) was seen
+        before."""
+
+    async def chat_event_state(self, event_id: str,
+                               message_key: str) -> tuple[str, str, tuple[int, ...]] | None:
+        """(event id, outcome, task ids) of a recorded chat event (``received`` while pending)."""
+
+    async def create_chat_tasks(self, event_id: str,
+                                items: Sequence[Mapping[str, Any]]) -> list[Task] | None:
+        """A pending chat event's tasks, created as it is marked handled (one transaction);
+        None when it was handled already."""
 
     async def finish_chat_event(self, event_id: str, outcome: str,
-                                task_ids: Sequence[int] = ()) -> None:
-        """Record what a chat event led to."""
+                                task_ids: Sequence[int] = ()) -> bool:
+        """Mark a pending chat event handled; False when it was handled already."""
 
     async def chat_event_counts(self) -> dict[str, int]:
         """Chat events recorded, by outcome."""

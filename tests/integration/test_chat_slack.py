@@ -85,6 +85,28 @@ async def test_a_repeated_event_makes_one_task(tmp_path: Path) -> None:
         assert svc.state.chat.stats()["duplicates"] == 2
 
 
+async def test_slacks_retry_after_a_crash_gets_the_thread_its_reply(tmp_path: Path) -> None:
+    async with chat_service(tmp_path) as (svc, slack):
+        store = svc.state.store
+        await store.hire("alice", "developer")
+        env = app_mention(user="U1", text="@alice fix the build", bot_user_id=slack.bot_user_id)
+        ts = env["event"]["ts"]
+        # what a process that died after committing left: the event handled, its task queued
+        assert await store.claim_chat_event(env["event_id"], f"C0FAKE:{ts}", channel="C0FAKE",
+                                            user="U1")
+        (task,) = await store.create_chat_tasks(env["event_id"], [
+            {"employee": "alice", "description": "fix the build"}])
+        svc.state.scheduler.adopt([task])  # as the restarted scheduler loads queued tasks
+        retry = await slack.send_event(f"{svc.url}/slack/events", SECRET, env, extra_headers={
+            "X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_error"})
+        assert retry.status == 200 and len(await _tasks(svc)) == 1
+        await slack.wait_for(lambda _: len(slack.posts(thread_ts=ts)) >= 1)
+        assert f"task {task.id}" in _in_thread(slack, ts)[0]
+        await slack.wait_for(lambda _: len(slack.posts(thread_ts=ts)) >= 2)  # and its end
+        assert "completed" in _in_thread(slack, ts)[-1]
+        assert svc.state.chat.stats()["resumed"] == 1
+
+
 async def test_100_concurrent_mentions_from_100_users(tmp_path: Path) -> None:
     async with chat_service(tmp_path, **{"chat.min_interval_s": 2,
                                          "chat.max_messages_per_hour": 20}) as (svc, slack):

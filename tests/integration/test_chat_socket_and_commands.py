@@ -45,7 +45,7 @@ async def _command(svc: Service, slack: object, command: str, text: str,
 
 
 async def test_slash_commands_answer_in_slacks_format(tmp_path: Path) -> None:
-    async with chat_service(tmp_path) as (svc, slack):
+    async with chat_service(tmp_path, **{"chat.slack_lead_user_ids": "UFAKEUSER"}) as (svc, slack):
         status, body = await _command(svc, slack, "/hire", "alice developer smart")
         assert status == 200 and body["response_type"] == "in_channel"
         assert (await svc.state.store.get_employee("alice")).smartness == "smart"
@@ -69,7 +69,8 @@ async def test_slash_commands_answer_in_slacks_format(tmp_path: Path) -> None:
 
 
 async def test_slack_routes_need_a_signature_not_a_bearer_key(tmp_path: Path) -> None:
-    async with chat_service(tmp_path, **{"server.api_keys": API_KEY}) as (svc, slack):
+    async with chat_service(tmp_path, **{"server.api_keys": API_KEY,
+                                         "chat.slack_lead_user_ids": "UFAKEUSER"}) as (svc, slack):
         status, body = await _command(svc, slack, "/hire", "carol developer")
         assert status == 200 and "Hired carol" in body["text"]
         async with (aiohttp.ClientSession() as http,

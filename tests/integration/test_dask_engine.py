@@ -94,3 +94,16 @@ async def test_an_unreachable_scheduler_is_a_clear_error() -> None:
     with pytest.raises(WorkerFailed, match="cannot reach dask scheduler"):
         async with open_dask_engine(f"tcp://127.0.0.1:{port}", connect_timeout_s=1.0):
             pass
+
+
+async def test_the_progress_bar_moves_while_dask_slices_run(truth_url: str) -> None:
+    model = OpenLoop(rate_rps=100, arrival="constant")
+    slices = [WorkerSlice(url=truth_url, workload=GetPath("/health"), model=model, part=p,
+                          duration_s=2.0, client="raw") for p in split(model, 2.0, None, 0, 2)]
+    seen: list[int] = []
+    async with open_dask_engine(n_workers=2) as engine:
+        run = await engine.run(slices, model=model, duration_s=2.0, on_progress=seen.append)
+    total = len(run.records)
+    assert seen[-1] == total == 200
+    assert any(0 < n < total for n in seen), f"no update before the end: {seen}"
+    assert seen == sorted(seen)  # counts only grow

@@ -220,5 +220,13 @@ async def test_chat_events_are_claimed_once(store: StoreProtocol) -> None:
     claims = await asyncio.gather(*(store.claim_chat_event(e, "C1:1.0", channel="C1", user="U1")
                                     for e in ids))
     assert claims.count(True) == 1  # one message: whichever came first
-    await store.finish_chat_event(ids[claims.index(True)], "task", [7])
+    winner = ids[claims.index(True)]
+    await store.hire("alice", "developer")
+    item = {"employee": "alice", "description": "fix the build"}
+    made = await asyncio.gather(*(store.create_chat_tasks(winner, [item]) for _ in range(10)))
+    created = [m for m in made if m is not None]  # redeliveries at once: one set of tasks
+    assert len(created) == 1 and len(await store.list_tasks()) == 1
+    assert await store.chat_event_state("EvOther", "C1:1.0") == (winner, "task",
+                                                                  (created[0][0].id,))
+    assert not await store.finish_chat_event(winner, "help")  # handled: it stays "task"
     assert await store.chat_event_counts() == {"task": 1}

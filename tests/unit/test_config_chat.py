@@ -26,6 +26,10 @@ def test_environment_names_and_defaults() -> None:
     ({"chat.min_interval_s": "-0.5"}, "chat.min_interval_s"),
     ({"chat.slack_api_url": "ftp://x"}, "chat.slack_api_url"),
     ({"chat.slack_app_token": "xoxb-not-an-app-token"}, "chat.slack_app_token"),
+    ({"chat.team_requests_per_minute": "-1"}, "chat.team_requests_per_minute"),
+    ({"chat.team_burst": "0"}, "chat.team_burst"),
+    ({"chat.slack_lead_user_ids": "U0123ABCD,alice"}, r"chat.slack_lead_user_ids\[1\]"),
+    ({"chat.slack_lead_user_ids": "u0123abcd"}, r"chat.slack_lead_user_ids\[0\]"),
 ])
 def test_bad_values_are_named(overrides: dict[str, str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
@@ -51,3 +55,9 @@ def test_secrets_are_masked() -> None:
     with pytest.raises(ConfigError) as info:
         Settings().with_overrides({"chat.slack_app_token": "bad-" + SECRET})
     assert SECRET not in str(info.value)
+
+
+def test_lead_user_ids_from_the_environment() -> None:
+    s = Settings.load(environ={"ORCHESTRA_CHAT__SLACK_LEAD_USER_IDS": "U0123ABCD, W0456EFGH"})
+    assert s.chat.slack_lead_user_ids == ("U0123ABCD", "W0456EFGH")
+    assert Settings().chat.slack_lead_user_ids == ()  # nobody is the lead until configured
