@@ -43,7 +43,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 test: $(STAMP) $(OPENCODE_BIN) postgres chromium lint
-	$(BIN)/python -m pytest -q --nbmake --nbmake-timeout=300 tests notebooks
+	$(BIN)/python -m pytest -q --durations=30 --nbmake --nbmake-timeout=300 tests notebooks
 
 sweep: $(STAMP)
 	$(BIN)/orchestra run experiments/concurrency_sweep.toml

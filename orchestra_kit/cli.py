@@ -29,6 +29,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "http": ("orchestra_kit.server.bench", "cli_main"),
     "generator": ("orchestra_kit.lab.genbench", "cli_main"),
     "scaleout": ("orchestra_kit.lab.scaleout", "cli_main"),
+    "batch": ("orchestra_kit.server.benchbatch", "cli_main"),
 }
 VERBS = ("hire", "fire", "employees", "assign", "task", "tasks", "stop", "cancel", "status",
          "lock", "release", "leases", "request", "requests", "approve", "deny", "health")
@@ -37,9 +38,10 @@ USAGE = """usage: orchestra COMMAND [ARGS...]
 
 commands:
 {commands}
-  bench store|scheduler|http|generator|scaleout [--json] [--quick]
+  bench store|scheduler|http|generator|scaleout|batch [--json] [--quick]
                                   measure the store / scheduler / HTTP API / the lab's load
-                                  generator / instances on one PostgreSQL
+                                  generator / instances on one PostgreSQL / the loop stall
+                                  of one maximal POST /tasks/batch
   {verbs}
                                   talk to a running server (--url, ORCHESTRA_URL)
 

@@ -7,21 +7,19 @@ HTTP layer, the CLI and the store report bad input the same way.
 from __future__ import annotations
 
 import enum
-import functools
-import os
 import re
-import stat
 from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .errors import ValidationError
+from .paths import MAX_FILES_PER_CALL, CheckedFiles, check_files, normalise_path, validate_files
 
 __all__ = [
     "MAX_DESCRIPTION_CHARS",
     "MAX_FILES_PER_CALL",
     "NAME_PATTERN",
     "TERMINAL_STATUSES",
+    "CheckedFiles",
     "Employee",
     "EmployeeStatus",
     "FileLease",
@@ -32,6 +30,7 @@ __all__ = [
     "TaskMode",
     "TaskStatus",
     "can_transition",
+    "check_files",
     "normalise_path",
     "validate_description",
     "validate_employee_name",
@@ -49,8 +48,6 @@ _MODEL_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_DESCRIPTION_CHARS = 10_000
 MAX_ROLE_CHARS = 50
 MAX_MODEL_CHARS = 200
-MAX_FILES_PER_CALL = 100
-MAX_PATH_CHARS = 1024
 
 
 class Smartness(enum.StrEnum):
@@ -204,112 +201,6 @@ def validate_model(value: Any, field_name: str = "model") -> str | None:
         raise ValidationError(field_name, "must not contain control characters (NUL, newline,"
                               " ...)", value=value)
     return value
-
-
-def normalise_path(root: Path, path: Any, field_name: str = "path", *,
-                   links: dict[str, str | None] | None = None) -> str:
-    """``path`` relative to the project ``root`` as a POSIX string; escapes are refused.
-
-    Relative paths are taken from the root; absolute paths must lie inside it. ``..``
-    that climbs out of the root, NUL bytes and empty paths raise ValidationError.
-    After the lexical check, links among the existing parts are resolved against the
-    real root: two spellings of one file give one path, a link out of the root is
-    refused, parts not there yet stay as written. ``links`` caches the lookups.
-    """
-    if not isinstance(path, str):
-        raise ValidationError(field_name, f"must be a string, got {type(path).__name__}")
-    if not path or not path.strip():
-        raise ValidationError(field_name, "must not be empty")
-    if "\x00" in path:
-        raise ValidationError(field_name, "must not contain NUL bytes", value=path)
-    if len(path) > MAX_PATH_CHARS:
-        raise ValidationError(field_name, f"must be at most {MAX_PATH_CHARS} characters")
-    root_posix = PurePosixPath(root.resolve().as_posix())
-    candidate = PurePosixPath(path.replace("\\", "/"))
-    full = candidate if candidate.is_absolute() else root_posix / candidate
-    parts: list[str] = []
-    for part in full.parts[1:]:
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not parts:
-                raise ValidationError(field_name, f"{path!r} escapes the project root", value=path)
-            parts.pop()
-            continue
-        parts.append(part)
-    resolved = PurePosixPath("/", *parts)
-    try:
-        rel = resolved.relative_to(root_posix)
-    except ValueError:
-        raise ValidationError(
-            field_name, f"{path!r} is outside the project root {root_posix}", value=path
-        ) from None
-    if str(rel) in ("", "."):
-        raise ValidationError(field_name, f"{path!r} is the project root itself, not a file")
-    return _resolve_links(_real_root(str(root_posix)), str(rel), path, field_name,
-                          {} if links is None else links)
-
-
-@functools.lru_cache(maxsize=64)
-def _real_root(root: str) -> str:
-    return os.path.realpath(root)
-
-
-def _resolve_links(real_root: str, rel: str, path: str, field_name: str,
-                   links: dict[str, str | None]) -> str:
-    """``rel`` (lexically clean, inside the root) with its links resolved; relative."""
-    parts = rel.split("/")
-    current = real_root
-    for i, part in enumerate(parts):
-        candidate = f"{current}/{part}" if current != "/" else f"/{part}"
-        if candidate in links:
-            found = links[candidate]
-        else:
-            found = links[candidate] = _look_up(candidate, path, field_name)
-        if found is None:  # missing: nothing below it can be a link
-            current = "/".join([candidate, *parts[i + 1:]])
-            break
-        current = found
-        if not _inside(current, real_root):
-            raise ValidationError(field_name, f"{path!r} leads through a link to {current},"
-                                  f" outside the project root {real_root}", value=path)
-    if current == real_root:
-        raise ValidationError(field_name, f"{path!r} is the project root itself, not a file")
-    return current[len(real_root):].lstrip("/")
-
-
-def _look_up(candidate: str, path: str, field_name: str) -> str | None:
-    """``candidate`` itself, its target if it is a link, or None if it does not exist."""
-    try:
-        if not stat.S_ISLNK(os.lstat(candidate).st_mode):
-            return candidate
-        return os.path.realpath(candidate)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as e:  # ENAMETOOLONG, EACCES, ELOOP, ...
-        raise ValidationError(field_name, f"{path!r} cannot be checked: {e.strerror}",
-                              value=path) from None
-
-
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root if root.endswith("/") else root + "/")
-
-
-def validate_files(root: Path, files: Any, field_name: str = "files") -> list[str]:
-    """A non-empty list of at most 100 paths, each normalised; duplicates collapse."""
-    if not isinstance(files, list | tuple):
-        raise ValidationError(field_name, f"must be a list of paths, got {type(files).__name__}")
-    if len(files) > MAX_FILES_PER_CALL:
-        raise ValidationError(
-            field_name, f"must hold at most {MAX_FILES_PER_CALL} paths, got {len(files)}"
-        )
-    out: list[str] = []
-    links: dict[str, str | None] = {}
-    for i, f in enumerate(files):
-        norm = normalise_path(root, f, f"{field_name}[{i}]", links=links)
-        if norm not in out:
-            out.append(norm)
-    return out
 
 
 # --------------------------------------------------------------------------- records

@@ -3,6 +3,8 @@
 - :func:`latency_by_priority`: corrected-latency percentiles per task priority, per
   load (from ``requests.csv``); with a priority scheduler, a tail made of low-priority
   work waiting behind high-priority work is the scheduler doing its job, not noise.
+- :func:`priority_summary`: the same, compact: one row per priority (count and
+  percentiles at the highest load; p99 at each other load as a column when there are few).
 - :func:`priority_words`: one sentence naming that tail for the highest load.
 - :func:`ceiling_words`: where the settings imply a throughput ceiling (the
   ``ceiling_rps`` column: for assign-and-wait with simulated agents,
@@ -15,12 +17,15 @@ import math
 
 import pandas as pd
 
-__all__ = ["ceiling_words", "latency_by_priority", "priority_words"]
+__all__ = ["ceiling_words", "latency_by_priority", "priority_summary", "priority_words"]
+
+#: at most this many loads get a "p99 at load X" column in :func:`priority_summary`
+MAX_LOAD_COLUMNS = 4
 
 
 def latency_by_priority(requests: pd.DataFrame, points: pd.DataFrame | None = None
                         ) -> pd.DataFrame | None:
-    """Per load and priority: count, p50, p99 and max corrected latency of ok requests.
+    """Per load and priority: count, p50, p90, p99 and max corrected latency of ok requests.
 
     None when the requests carry fewer than two distinct priorities.
     """
@@ -38,10 +43,33 @@ def latency_by_priority(requests: pd.DataFrame, points: pd.DataFrame | None = No
         req["load"] = req["point"]
     grouped = req.groupby(["load", "priority"])["latency_ms"]
     table = pd.DataFrame({"n": grouped.size(), "p50_ms": grouped.quantile(0.5),
-                          "p99_ms": grouped.quantile(0.99), "max_ms": grouped.max()})
+                          "p90_ms": grouped.quantile(0.9), "p99_ms": grouped.quantile(0.99),
+                          "max_ms": grouped.max()})
     table = table.round(1).reset_index()
     table["priority"] = table["priority"].astype(int)
     return table
+
+
+def priority_summary(table: pd.DataFrame | None, *,
+                     max_load_columns: int = MAX_LOAD_COLUMNS) -> pd.DataFrame | None:
+    """One row per priority, highest first: n, p50, p90, p99 and max at the highest load.
+
+    With at most ``max_load_columns`` other loads, their p99 follow as columns
+    ``p99_ms@LOAD`` (lowest load first), so the table stays one row per priority.
+    """
+    if table is None or table.empty:
+        return None
+    top_load = table["load"].max()
+    cols = [c for c in ("n", "p50_ms", "p90_ms", "p99_ms", "max_ms") if c in table.columns]
+    out = table[table["load"] == top_load].set_index("priority")[cols]
+    others = sorted(v for v in table["load"].unique() if v != top_load)
+    if 0 < len(others) <= max_load_columns:
+        p99 = table.pivot_table(index="priority", columns="load", values="p99_ms")
+        for load in others:
+            out[f"p99_ms@{load:g}"] = p99[load]
+    out = out.sort_index(ascending=False).reset_index()
+    out["n"] = out["n"].astype(int)
+    return out
 
 
 def priority_words(table: pd.DataFrame | None) -> str:

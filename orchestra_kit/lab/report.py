@@ -9,7 +9,7 @@ from typing import Any
 from .analysis import audit, compare, describe_run, summary_table
 from .capacity import agent_reading
 from .comparison import Comparison
-from .explain import ceiling_words, latency_by_priority, priority_words
+from .explain import ceiling_words, latency_by_priority, priority_summary, priority_words
 from .results import RunData, Slo, load_run
 from .scaleout_fit import scaleout_words
 from .selfaudit import capacity_of
@@ -40,10 +40,10 @@ class Report:
             table = self.table.to_string(index=False)
         lines = [(f"{m.get('name', '?')} — run {m.get('run_id', '?')} ({m.get('status', '?')}, "
                  f"target: {m.get('target_kind', '?')})"), "", table]
-        if self.by_priority is not None:
-            top = self.by_priority[self.by_priority["load"] == self.by_priority["load"].max()]
+        compact = priority_summary(self.by_priority)
+        if compact is not None:
             lines += ["", "corrected latency by task priority at the highest load (ok requests):",
-                      top.to_string(index=False)]
+                      compact.to_string(index=False)]
         lines += ["", self.reading]
         if self.agents:
             lines += ["", self.agents]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from .analysis import audit
+from .explain import priority_summary, priority_words
 from .selfaudit import capacity_of
 
 if TYPE_CHECKING:
@@ -129,11 +130,23 @@ def _audit_findings(points: pd.DataFrame, manifest: Mapping[str, Any]) -> str:
 
 
 def _by_priority(report: Report) -> list[tuple[str, str, str]]:
-    """The latency-by-priority section, when the run's tasks had priorities."""
+    """The latency-by-priority section, when the run's tasks had priorities: one row per
+    priority (the highest load's figures; p99 at the other loads as columns when few)."""
     table = getattr(report, "by_priority", None)
-    if table is None or table.empty:
+    compact = priority_summary(table)
+    if table is None or compact is None:
         return []
-    return [("priority", "Latency by task priority", _frame(table))]
+    top = f"{table['load'].max():g}"
+    names = {"n": "requests", "p50_ms": "p50 (ms)", "p90_ms": "p90 (ms)",
+             "p99_ms": "p99 (ms)", "max_ms": "max (ms)"}
+    names.update({c: f"p99 at load {c.split('@')[1]} (ms)" for c in compact.columns
+                  if c.startswith("p99_ms@")})
+    intro = (f"<p>Corrected latency of the ok requests at load {html.escape(top)} (the "
+             "highest), one row per task priority, highest first.</p>")
+    words = priority_words(table)
+    tail = f"<p class='reading'>{html.escape(words)}</p>" if words else ""
+    return [("priority", "Latency by task priority",
+             intro + _frame(compact.rename(columns=names)) + tail)]
 
 
 def _facts(manifest: Mapping[str, Any]) -> str:

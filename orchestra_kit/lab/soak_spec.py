@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import Settings
 from ..errors import ConfigError
+from .provider import ProviderSpec
+from .spec_target import _typed as typed
 
 __all__ = ["MIX_OPS", "SoakSpec", "load_soak_spec"]
 
@@ -42,18 +45,31 @@ class SoakSpec:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # The experiment spec's checks, reused: numbers as in lab.spec, the provider as
+        # a fake-llm config, the settings as Settings overrides (each key and value).
         for key in ("duration_s", "restart_every_s", "think_ms", "request_timeout_s",
                     "settle_s", "rss_every_s"):
-            value = getattr(self, key)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"soak.{key}", value, "must be a number >= 0")
-        if not isinstance(self.users, int) or not 1 <= self.users <= 1000:
+            typed(f"soak.{key}", getattr(self, key), float, minimum=0)
+        typed("soak.seed", self.seed, int)
+        typed("soak.max_requests", self.max_requests, int, minimum=1)
+        if typed("soak.users", self.users, int, minimum=1) > 1000:
             raise ConfigError("soak.users", self.users, "must be an integer 1-1000")
         unknown = set(self.mix) - set(MIX_OPS)
         if unknown:
             raise ConfigError("mix", sorted(unknown), f"operations are {', '.join(MIX_OPS)}")
+        for op, weight in self.mix.items():
+            typed(f"mix.{op}", weight, float, minimum=0)
         if not any(w > 0 for w in self.mix.values()):
             raise ConfigError("mix", self.mix, "at least one weight must be > 0")
+        try:
+            ProviderSpec(kind="fake", config=self.provider)
+        except ConfigError as e:  # named as in the soak's TOML: [provider] KEY
+            raise ConfigError(e.key.replace("provider.config", "provider"), e.value,
+                              e.allowed) from None
+        try:
+            Settings().with_overrides(self.settings)
+        except ConfigError as e:
+            raise ConfigError(f"target.settings.{e.key}", e.value, e.allowed) from None
 
     def replace(self, **changes: Any) -> SoakSpec:
         """A copy with ``changes``."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import io
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,10 +22,12 @@ from .plot_common import COLORS, plain_log
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["RUN_COLUMNS", "figure_png", "panel_figure", "points_of", "run_row", "runs_html"]
+__all__ = ["RUN_COLUMNS", "figure_png", "panel_figure", "points_of", "run_row", "runs_html",
+           "short_run_id"]
 
-RUN_COLUMNS = ("#", "label", "status", "points", "max throughput (req/s)",
-               "p99 at max load (ms)", "changed settings", "run_dir")
+RUN_COLUMNS = ("#", "run", "label", "status", "points", "max throughput (req/s)",
+               "p99 at max load (ms)", "changed settings")
+_RUN_ID = re.compile(r"^\d{8}T(\d\d)(\d\d)(\d\d)Z-([0-9a-f]+)$")
 
 
 def points_of(run_dir: Path) -> pd.DataFrame:
@@ -75,43 +78,70 @@ def figure_png(fig: Figure, *, dpi: int = 80) -> bytes:
     return buf.getvalue()
 
 
+def short_run_id(run_dir: Path | str) -> str:
+    """A run id a person reads: ``20261203T143012Z-a1b2c3`` -> ``14:30:12 a1b2c3``.
+
+    The start time (UTC) and the random part; other folder names are kept (cut to 16
+    characters). The whole path goes in the table cell's tooltip.
+    """
+    name = Path(str(run_dir)).name
+    m = _RUN_ID.match(name)
+    if m:
+        return f"{m[1]}:{m[2]}:{m[3]} {m[4]}"
+    return name if len(name) <= 16 else name[:15] + "…"
+
+
 def run_row(index: int, label: str, status: str, points: pd.DataFrame,
             changed: dict[str, Any], run_dir: Path | str) -> dict[str, Any]:
-    """One row of the runs table."""
+    """One row of the runs table (``run`` is the short id; ``run_dir`` the whole path)."""
     top = points.loc[points["load"].idxmax()] if not points.empty else None
     return {
-        "#": index, "label": label, "status": status, "points": len(points),
+        "#": index, "run": short_run_id(run_dir), "label": label, "status": status,
+        "points": len(points),
         "max throughput (req/s)": (round(float(points["throughput_rps"].max()), 1)
                                    if top is not None else None),
         "p99 at max load (ms)": round(float(top["p99_ms"]), 1) if top is not None else None,
         "changed settings": ", ".join(f"{k}={v}" for k, v in changed.items()) or "—",
-        "run_dir": str(run_dir),
+        "run_dir": _full_path(run_dir),
     }  # fmt: skip
+
+
+def _full_path(run_dir: Path | str) -> str:
+    """The run folder as an absolute path (the panel's results root is often relative)."""
+    path = Path(run_dir)
+    return str(path.resolve()) if path.exists() else str(run_dir)
 
 
 _STATUS_COLORS = {"complete": "#2ca02c", "running": "#1f77b4", "stopped": "#ff7f0e",
                   "failed": "#d62728"}
 
 
+# Cells stay on one line except the two free-text ones, which wrap within a width, so
+# the table fits the notebook's width instead of running past the panel's edge.
+_CELL = "padding:2px 8px;vertical-align:top;white-space:nowrap"
+_WRAP = "padding:2px 8px;vertical-align:top;white-space:normal;min-width:10em;max-width:18em"
+_WRAPPED = frozenset(("label", "changed settings"))
+
+
+def _cell(col: str, row: dict[str, Any]) -> str:
+    value = row.get(col)
+    text = html.escape("" if value is None else str(value))
+    if col == "status":
+        text = f"<b style='color:{_STATUS_COLORS.get(str(value), '#333')}'>{text}</b>"
+    elif col == "run":  # the short id; the whole path on hover
+        text = f"<code title='{html.escape(str(row.get('run_dir', '')))}'>{text}</code>"
+    return f"<td style='{_WRAP if col in _WRAPPED else _CELL}'>{text}</td>"
+
+
 def runs_html(rows: Sequence[dict[str, Any]]) -> str:
-    """The runs table as HTML (status coloured; newest run last)."""
+    """The runs table as HTML (status coloured; newest run last; run id with path on hover)."""
     if not rows:
         return "<p class='orchestra-empty'><i>No runs yet.</i></p>"
-    head = "".join(f"<th style='text-align:left;padding:2px 8px;white-space:nowrap'>"
-                   f"{html.escape(c)}</th>"
-                   for c in RUN_COLUMNS)
-    body = []
-    for row in rows:
-        cells = []
-        for col in RUN_COLUMNS:
-            value = row.get(col)
-            text = html.escape("" if value is None else str(value))
-            if col == "status":
-                color = _STATUS_COLORS.get(str(value), "#333")
-                text = f"<b style='color:{color}'>{text}</b>"
-            elif col == "run_dir":  # the run id; the whole path on hover
-                text = f"<span title='{text}'>{html.escape(Path(str(value)).name)}</span>"
-            cells.append(f"<td style='padding:2px 8px'>{text}</td>")
-        body.append(f"<tr data-status='{html.escape(str(row.get('status')))}'>{''.join(cells)}</tr>")
-    return ("<table class='orchestra-runs-table' style='border-collapse:collapse'>"
-            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+    head = "".join(f"<th style='text-align:left;vertical-align:bottom;padding:2px 8px'>"
+                   f"{html.escape(c)}</th>" for c in RUN_COLUMNS)  # headers may wrap
+    body = "".join(f"<tr data-status='{html.escape(str(row.get('status')))}'>"
+                   f"{''.join(_cell(c, row) for c in RUN_COLUMNS)}</tr>" for row in rows)
+    return ("<div class='orchestra-runs-scroll' style='overflow-x:auto;max-width:100%'>"
+            "<table class='orchestra-runs-table' style='border-collapse:collapse;"
+            "line-height:1.4'>"
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")

@@ -215,7 +215,8 @@ class Scheduler(TaskExecution):
     def _enqueue(self, task: Task) -> None:
         self._live[task.id] = task
         self._queue.push(QueueEntry.of(task.id, task.priority, task.employee))
-        self._hub.publish(TaskEvent.status_of(task))
+        if self._hub.listened(task.id):  # a queued status for nobody: not built
+            self._hub.publish(TaskEvent.status_of(task))
         if self._wake is not None:
             self._wake.set()
 
@@ -405,7 +406,7 @@ class Scheduler(TaskExecution):
     def _start(self, entry: QueueEntry) -> None:
         # Reserve the slot now (the run is registered before its first await), so the
         # global limit holds even while the run is still taking its leases.
-        run = _Run(task=_placeholder(entry))
+        run = _Run(task=self._live.get(entry.task_id) or _placeholder(entry))
         self._runs[entry.task_id] = run
         self.peak_running = max(self.peak_running, len(self._runs))
         t = asyncio.create_task(self._execute(entry, run), name=f"task-{entry.task_id}")

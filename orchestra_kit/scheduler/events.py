@@ -193,6 +193,8 @@ class ProgressWriter:
 
     async def finish(self, task: Task, files_touched: list[str]) -> None:
         """Mark the task's files done and archive the file under completed_tasks/."""
+        if not self._enabled:
+            return
         done = set(files_touched) | set(task.files)
         doc = ProgressDoc(
             task=task.description.splitlines()[0][:200],

@@ -26,6 +26,7 @@ from ..models import Task, TaskStatus
 from ..store.protocol import SharedStoreProtocol, StoreProtocol
 from .events import EventHub, ProgressWriter, TaskEvent
 from .queue import QueueEntry
+from .shared import SharedCoordinator
 
 __all__ = ["TaskExecution"]
 
@@ -64,6 +65,9 @@ class TaskExecution:
     _counts: dict[str, int]
     _progress_due: dict[int, int]  # task id -> latest progress not yet written
     _usage: UsageAggregate
+    # Set when the store is shared: isinstance() on a runtime protocol walks its ~35
+    # members, so it runs once at construction, not per task.
+    _shared: SharedCoordinator | None
 
     def _enqueue(self, task: Task) -> None:
         raise NotImplementedError  # Scheduler's
@@ -81,7 +85,8 @@ class TaskExecution:
             log.exception("task %s: unexpected failure", entry.task_id)
             await asyncio.shield(self._end(run, TaskStatus.FAILED, error="internal error"))
         finally:
-            await asyncio.shield(self._cleanup(run))
+            if run.task.files and run.holds_leases:  # leases are only taken for files
+                await asyncio.shield(self._cleanup(run))  # (a shield is a task: only then)
             self._finish(entry)
 
     async def _execute_inner(self, entry: QueueEntry, run: _Run) -> None:
@@ -90,7 +95,7 @@ class TaskExecution:
         if task.status != TaskStatus.QUEUED:
             await self._forget(task.id)
             return  # cancelled or fired meanwhile (the store's conditional move re-checks)
-        if isinstance(self._store, SharedStoreProtocol):
+        if self._shared is not None and isinstance(self._store, SharedStoreProtocol):
             # A shared store claims the task (slot, employee, leases) in one transaction,
             # first (claims stay in priority order); the agent starts once it committed.
             claimed = await self._claim(run, task, self._store)
@@ -111,8 +116,10 @@ class TaskExecution:
         # trip) is off the critical path. Its outcome is awaited before anything else is
         # written or announced, so "running" is only published once durable, and the end
         # is written after it (docs/benchmarks.md, "What a task writes").
-        moving = asyncio.ensure_future(self._store.transition(
-            task.id, TaskStatus.RUNNING, expect=TaskStatus.QUEUED, count_attempt=True))
+        soon = getattr(self._store, "transition_soon", None)  # a future, not a task
+        moving = (soon(task.id, TaskStatus.RUNNING, expect=TaskStatus.QUEUED, count_attempt=True)
+                  if soon is not None else asyncio.ensure_future(self._store.transition(
+                      task.id, TaskStatus.RUNNING, expect=TaskStatus.QUEUED, count_attempt=True)))
         await self._run_agent(run, moving, model)
 
     async def _started(self, run: _Run, moving: asyncio.Future[Task]) -> bool:
@@ -129,7 +136,8 @@ class TaskExecution:
         run.last_persist = time.monotonic()
         self._live[task.id] = task
         self._counts["started"] += 1
-        self._hub.publish(TaskEvent.status_of(task))
+        if self._hub.listened(task.id):
+            self._hub.publish(TaskEvent.status_of(task))
         return True  # current_task.md: written once the task outlives the persist interval
 
     async def _claim(self, run: _Run, task: Task, store: SharedStoreProtocol) -> Task | None:
@@ -182,8 +190,8 @@ class TaskExecution:
         self._hub.publish(TaskEvent.status_of(await self._store.get_task(task_id)))
 
     async def _take_leases(self, task: Task) -> bool:
-        result: dict[str, str] = await self._store.lock_files(
-            task.employee, list(task.files), description=task.description[:200], task_id=task.id
+        result: dict[str, str] = await self._store.lock_files(  # CheckedFiles: not re-checked
+            task.employee, task.files, description=task.description[:200], task_id=task.id
         )
         if all(status in ("locked", "already_locked") for status in result.values()):
             return True
@@ -374,8 +382,6 @@ class TaskExecution:
         self._hub.publish(TaskEvent.status_of(task))
 
     async def _cleanup(self, run: _Run) -> None:
-        if not run.task.files or not run.holds_leases:
-            return  # leases are only ever taken for a task's files
         try:
             await self._store.release_task_leases(run.task.id)
         except OrchestraError:

@@ -21,7 +21,7 @@ from ..config import Settings
 from ..errors import ConfigError
 from ..store.protocol import StoreProtocol
 from . import codec
-from .middleware import build_middleware
+from .middleware import build_pipeline
 from .protocol import AcceptErrorFilter, GuardedRunner
 from .routes_employees import routes as employee_routes
 from .routes_files import routes as file_routes
@@ -153,6 +153,15 @@ async def _on_shutdown(app: web.Application) -> None:
 def create_app(settings: Settings, *, store: StoreProtocol | None = None,
                scheduler: Any = None) -> web.Application:
     """The aiohttp application for ``settings`` (own components unless handed in)."""
+    return _build_app(settings, store, scheduler, pipeline_in_server=False)
+
+
+def _build_app(settings: Settings, store: StoreProtocol | None, scheduler: Any, *,
+               pipeline_in_server: bool) -> web.Application:
+    """The application; its request pipeline is an aiohttp middleware, or (for
+    :class:`Service`, whose runner calls it around the application's handler) none:
+    each middleware layer costs aiohttp a handler-chain lookup and two coroutine
+    frames per request (ours and the current-app fix-up it adds)."""
     if scheduler is not None and store is None:
         raise ConfigError("store", None, "must be given when a scheduler is given")
     settings.chat.check_startable()
@@ -164,8 +173,9 @@ def create_app(settings: Settings, *, store: StoreProtocol | None = None,
 
         state.responses = EncodedCache(max_entries=settings.database.cache_max_entries,
                                        gzip_min_bytes=settings.server.gzip_min_bytes)
-    app = web.Application(middlewares=[build_middleware(state)],
-                          client_max_size=settings.server.max_body_bytes)
+    state.pipeline = build_pipeline(state)
+    middlewares = [] if pipeline_in_server else [web.middleware(state.pipeline)]
+    app = web.Application(middlewares=middlewares, client_max_size=settings.server.max_body_bytes)
     app[STATE] = state
     for table in (system_routes, employee_routes, task_routes, file_routes, slack_routes):
         app.router.add_routes(table)
@@ -185,7 +195,7 @@ class Service:
         self.settings = settings
         self.host = host or settings.server.host
         self._port = settings.server.port if port is None else port
-        self.app = create_app(settings, store=store, scheduler=scheduler)
+        self.app = _build_app(settings, store, scheduler, pipeline_in_server=True)
         self._runner: GuardedRunner | None = None
         self._previous_handler: Any = None
         self._reuse_port = reuse_port  # several processes on one port (serve --workers)

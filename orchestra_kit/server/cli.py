@@ -18,6 +18,7 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import ConfigError, OrchestraError
+from . import memtrace
 from .app import Service
 from .loops import run as run_on_loop
 from .workers import check_workers, die_with_supervisor, run_workers, shared_port
@@ -67,6 +68,7 @@ async def _serve(settings: Settings, reuse_port: bool = False) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    heap_snapshots = memtrace.install(loop)  # SIGUSR2: tracemalloc on, then snapshots
     try:
         async with Service(settings, reuse_port=reuse_port) as svc:
             db = _redacted(settings.database.url) or settings.database.path
@@ -77,6 +79,7 @@ async def _serve(settings: Settings, reuse_port: bool = False) -> int:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        heap_snapshots()
     log.info("orchestra: stopped cleanly")
     return 0
 

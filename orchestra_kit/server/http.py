@@ -30,11 +30,14 @@ __all__ = [
     "RouteNotFoundError",
     "TooManySubscribersError",
     "UnauthorizedError",
+    "error_body",
     "error_response",
     "json_response",
     "parse_body",
     "parse_id",
     "read_body",
+    "request_body",
+    "validate_body",
     "validation_error_from",
 ]
 
@@ -129,11 +132,14 @@ def error_response(error: OrchestraError, request_id: str) -> web.Response:
             isinstance(error.details, dict) and "errors" in error.details):
         error.details = {"field": error.field,
                          "errors": [{"field": error.field, "problem": error.problem}]}
-    body = {
-        "error": {"code": error.code, "message": error.message, "details": error.details},
-        "request_id": request_id,
-    }
-    return json_response(body, status=error.http_status)
+    return bytes_response(error_body(error.code, error.message, error.details, request_id),
+                          error.http_status)
+
+
+def error_body(code: str, message: str, details: Any, request_id: str) -> bytes:
+    """The encoded error shape: every error answer of the API, whoever writes it."""
+    return codec.encode({"error": {"code": code, "message": message, "details": details},
+                         "request_id": request_id})
 
 
 def _field(loc: tuple[Any, ...], prefix: str = "") -> str:
@@ -188,7 +194,10 @@ def _problem_text(err: Any) -> str:
 async def read_body(request: web.Request, timeout_s: float) -> bytes:
     """The whole body, within ``timeout_s`` (408 otherwise); 400 on a bad encoding."""
     try:
-        async with asyncio.timeout(timeout_s or None):
+        if not timeout_s or request.content.is_eof():
+            # Already all here (a small body arrives with its head): no timer to arm.
+            return await request.read()
+        async with asyncio.timeout(timeout_s):
             return await request.read()
     except TimeoutError:
         raise RequestTimeoutError(
@@ -232,7 +241,16 @@ def check_text(raw: bytes, value: Any, prefix: str = "") -> None:
 
 async def parse_body(request: web.Request, model: type[M]) -> M:
     """Read and validate the JSON body with a strict model; 400/408/413/422 on failure."""
-    raw = await read_body(request, _body_timeout(request))
+    return validate_body(await request_body(request), model)
+
+
+async def request_body(request: web.Request) -> bytes:
+    """The raw body, within ``server.body_timeout_s``."""
+    return await read_body(request, _body_timeout(request))
+
+
+def validate_body(raw: bytes, model: type[M]) -> M:
+    """``raw`` validated by a strict model; 400/422 on failure."""
     if not raw.strip():
         raise BadJsonError("The request body is empty; a JSON object is required")
     try:

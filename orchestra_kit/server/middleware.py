@@ -1,7 +1,10 @@
 """The request pipeline: request id, timing, body limit, auth, rate limit, errors, gzip.
 
-One middleware does it all in a fixed order, because each aiohttp middleware layer
-costs a coroutine frame per request and the hot path should stay cheap:
+One function does it all in a fixed order, because each aiohttp middleware layer
+costs a coroutine frame per request and the hot path should stay cheap. Under
+:class:`~.app.Service` it is not even a middleware: the server calls it around the
+application's handler (no middleware chain to build or walk); ``create_app`` alone
+installs it as the application's single middleware.
 
 1. request id (a sane ``X-Request-ID`` is kept, else one is generated) and a start time;
 2. body size: a ``Content-Length`` over the limit is refused before reading (413);
@@ -40,7 +43,7 @@ from .http import (
 )
 from .state import IDENTITY, REQUEST_ID, AppState
 
-__all__ = ["REQUEST_ID_HEADER", "build_middleware"]
+__all__ = ["REQUEST_ID_HEADER", "Pipeline", "build_middleware", "build_pipeline"]
 
 log = logging.getLogger("orchestra_kit.server")
 
@@ -54,6 +57,7 @@ CLIENT_CLOSED = 499
 # by bearer keys, and Slack's few addresses are not rate limited per client.
 _SIGNED_PREFIX = "/slack/"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Pipeline = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 class _Pipeline:
@@ -161,9 +165,12 @@ def route_label(cache: dict[AbstractRoute | None, str], request: web.Request) ->
     those never enter the cache (it would grow by one entry per request): they get a
     label from a fixed set instead.
     """
-    route = request.match_info.route
-    resource = route.resource
-    if resource is None:
+    try:
+        route = request.match_info.route
+    except AssertionError:  # the router failed before matching (pipeline in the server)
+        route = None
+    resource = route.resource if route is not None else None
+    if route is None or resource is None:
         method = request.method if request.method in _HTTP_METHODS else "OTHER"
         return f"{method} (unmatched)"
     label = cache.get(route)
@@ -189,11 +196,17 @@ def _from_http_exception(exc: web.HTTPException) -> OrchestraError:
 
 def build_middleware(state: AppState) -> Any:
     """The single pipeline middleware for an application with ``state``."""
+    return web.middleware(build_pipeline(state))
+
+
+def build_pipeline(state: AppState) -> Pipeline:
+    """The request pipeline for an application with ``state``: ``pipeline(request,
+    handler)``, an aiohttp middleware once decorated, or called by the server around
+    the application's own handler (:class:`~.protocol.GuardedRunner`)."""
     p = _Pipeline(state)
     metrics = p.metrics
     perf_counter = time.perf_counter
 
-    @web.middleware
     async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = perf_counter()
         rid = request.headers.get(REQUEST_ID_HEADER)

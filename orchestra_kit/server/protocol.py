@@ -15,6 +15,7 @@ again after each answer): :class:`GuardedRunner` sets it to ``server.idle_timeou
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from .http import dumps
+from .http import error_body
 from .state import AppState
 
 __all__ = ["AcceptErrorFilter", "GuardedRunner", "effective_max_connections"]
@@ -49,8 +50,7 @@ def effective_max_connections(configured: int) -> int:
 def _error_bytes(state: AppState, status: int, reason: str, code: str, message: str,
                  extra: str = "") -> tuple[bytes, str]:
     rid = state.new_request_id()
-    body = dumps({"error": {"code": code, "message": message, "details": None},
-                  "request_id": rid})
+    body = error_body(code, message, None, rid)
     head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nX-Request-ID: {rid}\r\n{extra}"
             "Connection: close\r\n\r\n")
@@ -103,10 +103,8 @@ class GuardedProtocol(RequestHandler):
             log.debug("Unparsable request from %s: %s", request.remote, exc)
             code = "bad_request"
             text = f"The request is not valid HTTP: {str(message or exc or '')[:200]}"
-        body = dumps({"error": {"code": code, "message": text, "details": None},
-                      "request_id": rid})
-        resp = web.Response(status=status, body=body, content_type="application/json",
-                            headers={"X-Request-ID": rid})
+        resp = web.Response(status=status, body=error_body(code, text, None, rid),
+                            content_type="application/json", headers={"X-Request-ID": rid})
         resp.force_close()
         state.metrics.observe("(unparsable)", status, 0.0)
         return resp
@@ -128,21 +126,36 @@ class _Guard:
 class GuardedServer(web.Server):
     """aiohttp's protocol factory, making :class:`GuardedProtocol` connections."""
 
-    def __init__(self, handler: Any, *, guard: _Guard, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
+    def __init__(self, handler: Any, *, guard: _Guard, loop: asyncio.AbstractEventLoop,
+                 request_factory: Any, handler_cancellation: bool,
+                 **protocol_kwargs: Any) -> None:
+        super().__init__(handler, request_factory=request_factory,
+                         handler_cancellation=handler_cancellation, loop=loop,
+                         **protocol_kwargs)
         self.guard = guard
+        self.loop = loop
+        self.protocol_kwargs = protocol_kwargs
         guard.server = self
 
     def __call__(self) -> RequestHandler:
-        return GuardedProtocol(self, loop=self._loop, **self._kwargs)
+        return GuardedProtocol(self, loop=self.loop, **self.protocol_kwargs)
 
 
 class GuardedRunner(web.AppRunner):
-    """An AppRunner whose server is a :class:`GuardedServer` (cap, timeouts, JSON errors)."""
+    """An AppRunner whose server is a :class:`GuardedServer` (cap, timeouts, JSON errors).
 
-    def __init__(self, app: web.Application, state: AppState, **kwargs: Any) -> None:
+    When the application has no middleware, the runner's server calls the request
+    pipeline (``state.pipeline``) around the application's handler itself."""
+
+    def __init__(self, app: web.Application, state: AppState, *,
+                 access_log: Any = None, **kwargs: Any) -> None:
         server = state.settings.server
-        super().__init__(app, keepalive_timeout=server.idle_timeout_s, **kwargs)
+        # What each connection's protocol gets (aiohttp passes the runner's keyword
+        # arguments on to it): kept here, to build the guarded server with the same.
+        self._protocol_kwargs = {"keepalive_timeout": server.idle_timeout_s,
+                                 "access_log": access_log}
+        super().__init__(app, **self._protocol_kwargs, **kwargs)
+        self.state = state
         self.guard = _Guard(state, effective_max_connections(server.max_connections))
         state.connection_stats = self.stats
         if self.guard.max_connections < server.max_connections:
@@ -152,13 +165,15 @@ class GuardedRunner(web.AppRunner):
                         "limit", server.max_connections, self.guard.max_connections)
 
     async def _make_server(self) -> web.Server:
-        base = await super()._make_server()
-        # aiohttp has no hook for the protocol class: rebuild the server around the same
-        # handler, request factory and handler kwargs (timeouts, access log ...).
-        return GuardedServer(base.request_handler, guard=self.guard,
-                             request_factory=base.request_factory,
+        base = await super()._make_server()  # starts and freezes the application
+        # aiohttp has no hook for the protocol class: a server around the same handler
+        # and request factory, making GuardedProtocol connections.
+        handler = base.request_handler
+        if self.state.pipeline is not None and not self.app.middlewares:
+            handler = functools.partial(self.state.pipeline, handler=handler)
+        return GuardedServer(handler, guard=self.guard, request_factory=base.request_factory,
                              handler_cancellation=base.handler_cancellation,
-                             loop=asyncio.get_running_loop(), **base._kwargs)
+                             loop=asyncio.get_running_loop(), **self._protocol_kwargs)
 
     def stats(self) -> dict[str, int]:
         """Open and refused connections, and the cap."""

@@ -75,8 +75,9 @@ class EncodedCache:
             self._bytes -= _size(old)
         self._entries[key] = entry
         self._bytes += _size(entry)
-        while self._entries and (len(self._entries) > self._max
-                                 or self._bytes > self._max_bytes):
+        now = self._clock()  # past its TTL an entry is never served: drop those too
+        while self._entries and (len(self._entries) > self._max or self._bytes > self._max_bytes
+                                 or next(iter(self._entries.values())).expires_at <= now):
             _, evicted = self._entries.popitem(last=False)
             self._bytes -= _size(evicted)
 

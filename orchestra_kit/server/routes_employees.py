@@ -9,7 +9,15 @@ from aiohttp import web
 
 from ..errors import NotFoundError, OrchestraError, ValidationError
 from ..models import Employee, Smartness, validate_employee_name
-from .http import json_response, parse_body, query_choice, query_int
+from .http import (
+    json_response,
+    parse_body,
+    query_choice,
+    query_int,
+    request_body,
+    validate_body,
+)
+from .plainbody import plain_hire
 from .schemas import HireBatchBody, HireBody
 from .state import STATE
 
@@ -56,10 +64,14 @@ async def list_employees(request: web.Request) -> web.Response:
 @routes.post("/employees")
 async def hire(request: web.Request) -> web.Response:
     """Hire one employee: 201, or 409 when the name is taken."""
-    body = await parse_body(request, HireBody)
-    _not_reserved(body.name)
+    raw = await request_body(request)
+    fields = plain_hire(raw)
+    if fields is None:  # the model decides (and words any error)
+        body = validate_body(raw, HireBody)
+        fields = body.name, body.role, str(body.smartness)
+    _not_reserved(fields[0])
     store = request.app[STATE].require_store()
-    employee: Employee = await store.hire(body.name, body.role, str(body.smartness))
+    employee: Employee = await store.hire(*fields)
     return json_response(
         {"message": f"Successfully hired {employee.name} as {employee.role}",
          "employee": employee.to_dict()},

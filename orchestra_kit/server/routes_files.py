@@ -8,7 +8,8 @@ import pydantic
 from aiohttp import web
 
 from ..errors import ConflictError, ForbiddenError
-from ..models import RequestStatus, normalise_path, validate_employee_name, validate_files
+from ..models import RequestStatus, normalise_path, validate_employee_name
+from ..paths import check_files
 from .http import (
     json_response,
     parse_body,
@@ -44,7 +45,7 @@ async def lock(request: web.Request) -> web.Response:
     body = await parse_body(request, LockBody)
     _act_as(request, body.name)
     state = request.app[STATE]
-    files = validate_files(state.project_root, body.files)
+    files = check_files(state.project_root, body.files)  # the store takes them as they are
     result = await state.require_store().lock_files(
         body.name, files, description=body.description, task_id=body.task_id)
     return json_response({"result": result})
@@ -82,9 +83,8 @@ async def release(request: web.Request) -> web.Response:
     name, files = await _release_args(request)
     _act_as(request, name)
     state = request.app[STATE]
-    if files is not None:
-        files = validate_files(state.project_root, files)
-    released = await state.require_store().release_files(name, files)
+    checked = check_files(state.project_root, files) if files is not None else None
+    released = await state.require_store().release_files(name, checked)
     return json_response({"released": list(released)})
 
 

@@ -10,7 +10,8 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import ConflictError, NotFoundError, OrchestraError
-from ..models import Task, TaskStatus, validate_employee_name, validate_files
+from ..models import Task, TaskStatus, validate_employee_name
+from ..paths import CheckedFiles, PathChecker, check_files
 from .http import (
     TooManySubscribersError,
     dumps,
@@ -21,7 +22,6 @@ from .http import (
     query_choice,
     query_int,
 )
-from .paths import FilesValidator
 from .routes_employees import error_item
 from .schemas import AssignBatchBody, AssignBody
 from .state import REQUEST_ID, STATE, AppState
@@ -40,13 +40,14 @@ _ID_PATH = "/tasks/{id:(?!batch$)[^/]+}"
 
 
 def _submit_kwargs(state: AppState, body: AssignBody, field: str = "files",
-                   check: FilesValidator | None = None) -> dict[str, Any]:
+                   check: PathChecker | None = None) -> dict[str, Any]:
+    # Checked here once: the store and the task's leases take CheckedFiles as they are.
     if not body.files:
-        files: list[str] = []
+        files: CheckedFiles | tuple[()] = ()
     elif check is not None:
-        files = check(body.files, field)
+        files = check.files(body.files, field)
     else:
-        files = validate_files(state.project_root, body.files, field)
+        files = check_files(state.project_root, body.files, field)
     return {"priority": body.priority, "model": body.model, "mode": str(body.mode),
             "files": files}
 
@@ -98,8 +99,9 @@ BATCH_PATHS_IN_THREAD = 2000
 
 async def _batch_items(state: AppState, body: AssignBatchBody) -> list[dict[str, Any]]:
     """The store items of a batch, files checked once per distinct path (in a thread when
-    there are many, so a maximal batch does not stall every other request)."""
-    check = FilesValidator(state.project_root)
+    there are many, so a maximal batch does not stall every other request); the store
+    does not check them again (CheckedFiles)."""
+    check = PathChecker(state.project_root)
 
     def build() -> list[dict[str, Any]]:
         return [{"employee": t.name, "description": t.task,

@@ -52,6 +52,8 @@ class AppState:
     responses: Any = None
     #: Process resources and event-loop lag (:class:`~.probes.ResourceProbe`).
     probe: Any = None
+    #: The request pipeline (:func:`~.middleware.build_pipeline`), set by the app factory.
+    pipeline: Any = None
     id_prefix: str = field(default_factory=lambda: os.urandom(4).hex())
     _next_id: int = 0
     #: Open/refused connection counts (set by the runner; None in bare test apps).

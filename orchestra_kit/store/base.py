@@ -144,15 +144,22 @@ class StoreBase:
 
         With ``merge``, queued ops of the same kind may instead run together as
         ``merge(conn, [payload, ...])`` (one statement for many rows)."""
-        writer = self._check_open()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         t0 = time.perf_counter()
-        writer.submit(WriteOp(fn, fut, tables, savepoint, merge, payload))
-        self._writes += 1
+        fut = self._submit(fn, tables, savepoint=savepoint, merge=merge, payload=payload)
         try:
             return await fut
         finally:
             self._write_latency_s.append(time.perf_counter() - t0)
+
+    def _submit(self, fn: WriteFn, tables: tuple[str, ...], *, savepoint: bool = True,
+                merge: MergeFn | None = None, payload: Any = None) -> asyncio.Future[Any]:
+        """:meth:`_write` queued now, as a future resolved once its transaction committed
+        (no coroutine, no task: for a write issued now and awaited later)."""
+        writer = self._check_open()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        writer.submit(WriteOp(fn, fut, tables, savepoint, merge, payload))
+        self._writes += 1
+        return fut
 
     # ------------------------------------------------------------------ read path
 
@@ -222,6 +229,7 @@ class StoreBase:
             "batches": ws.batches if ws else 0,
             "mean_batch_size": (ws.ops / ws.batches) if ws and ws.batches else 0.0,
             "max_batch_size": ws.max_batch if ws else 0,
+            "merged_ops": ws.merged_ops if ws else 0,
             "batch_size_histogram": {str(k): v for k, v in sorted(ws.histogram.items())}
             if ws else {},
             "batch_size_limit": self.settings.batch_size if self.flags.enable_batch_operations

@@ -49,13 +49,19 @@ class GenerationCache:
         """Store ``value`` read at ``gens``; ``valid_until`` caps the TTL (lease expiry)."""
         if self._ttl_s <= 0:
             return
-        expires_at = self._clock() + self._ttl_s
+        now = self._clock()
+        expires_at = now + self._ttl_s
         if valid_until is not None:
             expires_at = min(expires_at, valid_until)
-        self._entries[key] = (gens, expires_at, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+        entries = self._entries
+        entries[key] = (gens, expires_at, value)
+        entries.move_to_end(key)
+        while len(entries) > self._max:
+            entries.popitem(last=False)
+        # Past its TTL an entry is never served again: drop such entries from the cold
+        # end, so what stays was used within one TTL (not max_entries of dead reads).
+        while entries and next(iter(entries.values()))[1] <= now:
+            entries.popitem(last=False)
 
     def clear(self) -> None:
         """Drop every entry."""

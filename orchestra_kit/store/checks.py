@@ -16,9 +16,9 @@ from ..models import (
     Task,
     TaskMode,
     TaskStatus,
+    check_files,
     validate_description,
     validate_employee_name,
-    validate_files,
     validate_model,
     validate_priority,
     validate_role,
@@ -55,8 +55,7 @@ def new_task(item: Mapping[str, Any], *, project_root: Path, now: float,
         priority=validate_priority(item.get("priority", 5), f"{prefix}priority"),
         model=validate_model(item.get("model"), f"{prefix}model"),
         mode=task_mode,
-        files=tuple(validate_files(project_root, list(files) if isinstance(
-            files, list | tuple) else files, f"{prefix}files")),
+        files=check_files(project_root, files, f"{prefix}files"),
         created_at=now,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -38,23 +39,40 @@ _MERGE_CHUNK = 500  # rows per statement: 5 parameters each, far below SQLite's 
 
 
 def _insert_merged(conn: sqlite3.Connection, emps: list[Employee]) -> list[tuple[bool, Any]]:
-    """Many single hires as multi-row INSERTs; the first of duplicate names wins."""
+    """Many single hires as multi-row INSERTs; the first of duplicate names wins.
+
+    A constant number of ``sqlite3`` calls per chunk, whatever its size: one query for
+    the names already taken, one INSERT of the others. Each call (and each row fetched)
+    releases the GIL, and the writer then waits for the event loop to hand it back, so
+    ``RETURNING`` one row per hire cost one GIL round trip per hire. Should the INSERT
+    meet a name taken after all (it cannot: this thread is the only writer), it fails
+    whole and the writer retries the ops one by one."""
     out: list[tuple[bool, Any]] = []
     for start in range(0, len(emps), _MERGE_CHUNK):
         chunk = emps[start:start + _MERGE_CHUNK]
-        sql = (_INSERT_ROWS + ",".join(["(?, ?, ?, ?, ?)"] * len(chunk))
-               + " ON CONFLICT (name) DO NOTHING RETURNING name")
-        params = [v for e in chunk
-                  for v in (e.name, e.role, e.smartness.value, e.status.value, e.hired_at)]
-        inserted = {row[0] for row in conn.execute(sql, params).fetchall()}
+        taken = _taken_names(conn, [e.name for e in chunk])
+        fresh: list[Employee] = []
         for emp in chunk:
-            if emp.name in inserted:
-                inserted.discard(emp.name)
-                out.append((True, emp))
-            else:
+            if emp.name in taken:
                 out.append((False, ConflictError(f"Employee {emp.name!r} already exists",
                                                  details={"name": emp.name})))
+            else:
+                taken.add(emp.name)  # a later row of the same name loses to this one
+                fresh.append(emp)
+                out.append((True, emp))
+        if fresh:
+            sql = _INSERT_ROWS + ",".join(["(?, ?, ?, ?, ?)"] * len(fresh))
+            conn.execute(sql, [v for e in fresh for v in (e.name, e.role, e.smartness.value,
+                                                         e.status.value, e.hired_at)])
     return out
+
+
+def _taken_names(conn: sqlite3.Connection, names: list[str]) -> set[str]:
+    """Which of ``names`` are stored, in one row (one fetch, not one per name)."""
+    sql = ("SELECT json_group_array(name) FROM employees WHERE name IN ("
+           + ",".join("?" * len(names)) + ")")
+    (found,) = conn.execute(sql, names).fetchone()
+    return set(json.loads(found))
 
 
 def _insert_many(conn: sqlite3.Connection, emps: list[Employee]) -> list[Employee | OrchestraError]:

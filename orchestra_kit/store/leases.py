@@ -135,8 +135,8 @@ class LeaseAPI(StoreBase):
     ) -> dict[str, str]:
         """Lease each path: ``locked`` | ``already_locked`` | ``locked_by:<owner>``."""
         validate_employee_name(employee, "employee")
-        paths = validate_files(self.project_root, list(files) if not isinstance(files, str)
-                               else files)
+        paths = validate_files(  # a task's CheckedFiles are taken as they are
+            self.project_root, files if isinstance(files, str | tuple) else list(files))
         description = check_text(description, "description")
         if task_id is not None:
             check_id(task_id, "task_id")
@@ -155,7 +155,8 @@ class LeaseAPI(StoreBase):
         if files is None:
             where, params = "employee = ?", [employee]
         else:
-            paths = validate_files(self.project_root, list(files))
+            paths = validate_files(self.project_root,
+                                   files if isinstance(files, tuple) else list(files))
             if not paths:
                 return []
             where = f"employee = ? AND path IN ({','.join('?' * len(paths))})"

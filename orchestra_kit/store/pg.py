@@ -131,8 +131,8 @@ class PgStore(PgChatEventAPI):
                          task_id: int | None = None, ttl_s: float | None = None) -> dict[str, str]:
         """Lease each path: ``locked`` | ``already_locked`` | ``locked_by:<owner>``."""
         validate_employee_name(employee, "employee")
-        paths = validate_files(self.project_root, list(files) if not isinstance(files, str)
-                               else files)
+        paths = validate_files(  # a task's CheckedFiles are taken as they are
+            self.project_root, files if isinstance(files, str | tuple) else list(files))
         description = check_text(description, "description")
         if task_id is not None:
             check_id(task_id, "task_id")
@@ -151,7 +151,8 @@ class PgStore(PgChatEventAPI):
         if files is None:
             where = "employee = $2"
         else:
-            paths = validate_files(self.project_root, list(files))
+            paths = validate_files(self.project_root,
+                                   files if isinstance(files, tuple) else list(files))
             if not paths:
                 return []
             where = "employee = $2 AND path = ANY($3::text[])"

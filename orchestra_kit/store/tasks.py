@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,13 +14,14 @@ from ..models import (
     TERMINAL_STATUSES,
     Task,
     TaskStatus,
-    can_transition,
     validate_employee_name,
 )
 from .base import TABLES, StoreBase
 from .checks import new_task, task_status
 from .schema import TASK_COLS, row_to_task
 from .sqlops import RecoveryReport, check_limit, close_requests_for, require_employee
+from .taskmerge import Move, check_move, created, merged_task_writes
+from .writer import MergeFn, WriteFn
 
 __all__ = ["TaskAPI"]
 
@@ -32,8 +35,7 @@ def _insert(conn: sqlite3.Connection, t: Task) -> Task:
     (task_id,) = conn.execute(_INSERT, (t.employee, t.description, t.priority, t.model,
                                         t.mode.value, json.dumps(list(t.files)),
                                         t.created_at)).fetchone()
-    return Task(id=task_id, employee=t.employee, description=t.description, priority=t.priority,
-                model=t.model, mode=t.mode, files=t.files, created_at=t.created_at)
+    return created(t, task_id)
 
 
 def _insert_many(conn: sqlite3.Connection, tasks: list[Task]) -> list[Task | OrchestraError]:
@@ -63,14 +65,7 @@ def _transition(conn: sqlite3.Connection, task_id: int, new: TaskStatus,
     row = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
     if row is None:
         raise NotFoundError(f"Task {task_id} does not exist", details={"task_id": task_id})
-    old = TaskStatus(row[0])
-    if expect is not None and old != expect:
-        raise ConflictError(f"Cannot move task {task_id} to {new.value!r}: it is {old.value!r},"
-                            f" not {expect.value!r}",
-                            details={"task_id": task_id, "status": old.value})
-    if not can_transition(old, new):
-        raise ConflictError(f"Cannot move task {task_id} from {old.value!r} to {new.value!r}",
-                            details={"task_id": task_id, "status": old.value})
+    check_move(task_id, TaskStatus(row[0]), new, expect)
     sets: list[str] = ["status = ?"]
     params: list[Any] = [new.value]
     if new == TaskStatus.RUNNING:
@@ -95,6 +90,20 @@ def _transition(conn: sqlite3.Connection, task_id: int, new: TaskStatus,
         raise ConflictError(f"Cannot start task {task_id}: its employee already runs a task",
                             details={"task_id": task_id, "reason": str(e)}) from None
     return row_to_task(row)
+
+
+_PROGRESS_CHUNK = 5000  # rows per statement: 2 parameters each, under SQLite's 32,766
+
+
+def _set_progress_rows(conn: sqlite3.Connection, rows: list[tuple[int, int]]) -> None:
+    """``(task id, percent)`` rows, only where the task still runs: one UPDATE per 5,000
+    rows (``executemany`` is a call into SQLite per row, each a GIL round trip)."""
+    for start in range(0, len(rows), _PROGRESS_CHUNK):
+        chunk = rows[start:start + _PROGRESS_CHUNK]
+        conn.execute("UPDATE tasks SET progress = v.column2 FROM (VALUES "
+                     + ",".join(["(?, ?)"] * len(chunk))
+                     + ") AS v WHERE tasks.id = v.column1 AND tasks.status = 'running'",
+                     [x for row in chunk for x in row])
 
 
 def _recover(conn: sqlite3.Connection, max_attempts: int, now: float) -> RecoveryReport:
@@ -132,7 +141,8 @@ class TaskAPI(StoreBase):
         task = self._new_task({"employee": employee, "description": description,
                                "priority": priority, "model": model, "mode": mode,
                                "files": files})
-        created: Task = await self._write(lambda c: _insert(c, task), _TASKS, savepoint=False)
+        created: Task = await self._write(lambda c: _insert(c, task), _TASKS, savepoint=False,
+                                          merge=merged_task_writes, payload=task)
         return created
 
     async def create_tasks(self, items: Sequence[Mapping[str, Any]]) -> list[Task | OrchestraError]:
@@ -205,15 +215,43 @@ class TaskAPI(StoreBase):
         With ``max_running``, a move to running is refused (CapacityError) when that many
         tasks already run. ``usage`` (what the agent run cost) is stored as JSON on the
         task, replacing an earlier attempt's."""
+        t0 = time.perf_counter()
+        try:
+            fn, merge, payload = self._move_op(task_id, new, expect, result, error,
+                                               count_attempt, max_running, usage)
+            task: Task = await self._submit(fn, _TASKS, savepoint=False, merge=merge,
+                                            payload=payload)
+        finally:
+            self._write_latency_s.append(time.perf_counter() - t0)
+        return task
+
+    def transition_soon(self, task_id: int, new: TaskStatus, *,
+                        expect: TaskStatus | None = None,
+                        count_attempt: bool = False) -> asyncio.Future[Task]:
+        """:meth:`transition`, queued now without a coroutine or task: the future resolves
+        (or fails) once the move committed. The scheduler's move to running, which it
+        issues as the agent starts and awaits later."""
+        fn, merge, payload = self._move_op(task_id, new, expect, None, None, count_attempt,
+                                           None, None)
+        return self._submit(fn, _TASKS, savepoint=False, merge=merge, payload=payload)
+
+    def _move_op(self, task_id: int, new: TaskStatus, expect: TaskStatus | None,
+                 result: str | None, error: str | None, count_attempt: bool,
+                 max_running: int | None, usage: Mapping[str, Any] | None
+                 ) -> tuple[WriteFn, MergeFn | None, Move | None]:
+        """The writer's function for a move, and its merged form when it has one."""
         new_s = task_status(new, "status")
         expect_s = task_status(expect, "expect") if expect is not None else None
         now = self._clock()
         usage_text = json.dumps(dict(usage), sort_keys=True) if usage is not None else None
-        task: Task = await self._write(
-            lambda c: _transition(c, task_id, new_s, expect_s, result, error, count_attempt, now,
-                                  max_running, usage_text),
-            _TASKS, savepoint=False)
-        return task
+        # Moves of many tasks in one batch run merged (.taskmerge); one that checks the
+        # running limit reads a count the others may change, so it runs alone.
+        mergeable = max_running is None
+        return (lambda c: _transition(c, task_id, new_s, expect_s, result, error, count_attempt,
+                                      now, max_running, usage_text),
+                merged_task_writes if mergeable else None,
+                Move(task_id, new_s, expect_s, result, error, count_attempt, now, usage_text)
+                if mergeable else None)
 
     async def set_progress(self, task_id: int, progress: int) -> None:
         """Record a task's progress percentage (0-100)."""
@@ -235,11 +273,9 @@ class TaskAPI(StoreBase):
             if isinstance(pct, bool) or not isinstance(pct, int) or not 0 <= pct <= 100:
                 raise ValidationError(f"progress[{task_id}]",
                                       f"must be an integer 0-100, got {pct!r}", value=pct)
-        rows = [(pct, task_id) for task_id, pct in progress.items()]
+        rows = [(task_id, pct) for task_id, pct in progress.items()]
         if rows:
-            await self._write(lambda c: c.executemany(
-                "UPDATE tasks SET progress = ? WHERE id = ? AND status = 'running'", rows),
-                _TASKS)
+            await self._write(lambda c: _set_progress_rows(c, rows), _TASKS)
 
     async def recover(self, *, max_attempts: int) -> RecoveryReport:
         """Start-up: requeue (or fail, 'interrupted') tasks left running; free stale leases."""

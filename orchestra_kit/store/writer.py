@@ -61,6 +61,7 @@ class WriterStats:
     commits: int = 0
     failed_commits: int = 0
     max_batch: int = 0
+    merged_ops: int = 0  # ops that ran inside a merged statement (see WriteOp.merge)
     histogram: dict[int, int] = field(default_factory=dict)
 
     def record(self, size: int) -> None:
@@ -99,7 +100,11 @@ class GroupCommitWriter:
         self._persistent = persistent
         self._adaptive = adaptive_window
         self._on_start = on_start
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # lists of ops, or _STOP
+        self._pending: list[WriteOp] = []  # submitted during this loop iteration
+        self._carry: list[WriteOp] = []  # taken beyond batch_size: the next batch's start
+        self._handed = 0  # ops put on the queue (loop thread) ...
+        self._taken = 0  # ... and ops taken into a batch (writer thread): the depth
         self._last_batch = 1
         self._last_submit = time.monotonic()
         self._gap_avg_s = 1.0  # moving average of the time between two submitted writes
@@ -118,21 +123,38 @@ class GroupCommitWriter:
         await self._ready
 
     def submit(self, op: WriteOp) -> None:
-        """Queue ``op`` (non-blocking); keeps an average of the gaps between writes."""
-        now = time.monotonic()
-        gap, self._last_submit = now - self._last_submit, now
+        """Queue ``op`` (non-blocking, on the loop's thread).
+
+        The ops submitted during one loop iteration reach the thread together, in one
+        queue item at the start of the next iteration: one wake-up of the thread (a
+        futex call, then a wait for the GIL the loop holds) per iteration instead of
+        one per op, and the thread starts on a whole batch instead of fighting the
+        loop for the GIL after the first op."""
+        pending = self._pending
+        pending.append(op)
+        if len(pending) == 1:
+            self._loop.call_soon(self._hand_over)
+
+    def _hand_over(self) -> None:
+        ops, self._pending = self._pending, []
+        if not ops:
+            return
+        now = time.monotonic()  # average gap between writes, for the adaptive window
+        gap, self._last_submit = (now - self._last_submit) / len(ops), now
         self._gap_avg_s += 0.2 * (min(gap, 1.0) - self._gap_avg_s)
-        self._queue.put(op)
+        self._handed += len(ops)
+        self._queue.put(ops)
 
     @property
     def queue_depth(self) -> int:
         """Ops waiting for the writer."""
-        return self._queue.qsize()
+        return len(self._pending) + self._handed - self._taken
 
     def stop_nowait(self) -> None:
         """Ask the thread to finish the queued ops and exit."""
         if not self._stopping:
             self._stopping = True
+            self._hand_over()  # what this iteration submitted goes first
             self._queue.put(_STOP)
 
     async def aclose(self) -> None:
@@ -180,12 +202,14 @@ class GroupCommitWriter:
 
     def _take(self) -> list[WriteOp] | None:
         """The next batch; None once stopped and drained."""
-        if self._stopping and self._queue.empty():
-            return None
-        first = self._queue.get()
-        if first is _STOP:
-            return [] if not self._queue.empty() else None
-        batch: list[WriteOp] = [first]
+        batch, self._carry = self._carry, []
+        if not batch:
+            if self._stopping and self._queue.empty():
+                return None
+            first = self._queue.get()
+            if first is _STOP:
+                return [] if not self._queue.empty() else None
+            batch = first
         limit = self._batch_size
         self._drain(batch, limit)
         target = min(limit, self._last_batch) if self._adaptive else limit
@@ -205,8 +229,11 @@ class GroupCommitWriter:
                 if item is _STOP:
                     self._queue.put(_STOP)
                     break
-                batch.append(item)
+                batch += item
                 self._drain(batch, limit)
+        if len(batch) > limit:
+            batch, self._carry = batch[:limit], batch[limit:]
+        self._taken += len(batch)
         self._last_batch = len(batch)
         return batch
 
@@ -219,7 +246,7 @@ class GroupCommitWriter:
             if item is _STOP:
                 self._queue.put(_STOP)  # seen again once the queue is empty
                 return
-            batch.append(item)
+            batch += item
 
     def _run_batch(self, batch: list[WriteOp], conn: sqlite3.Connection | None) -> None:
         outcomes: list[_Outcome] = []
@@ -278,6 +305,7 @@ class GroupCommitWriter:
             conn.execute("RELEASE merged")
             return [self._run_op(conn, op) for op in ops]
         conn.execute("RELEASE merged")
+        self.stats.merged_ops += len(ops)
         self.stats.failed_ops += sum(1 for ok, _ in results if not ok)
         return [(op.future, ok, value) for op, (ok, value) in zip(ops, results, strict=True)]
 

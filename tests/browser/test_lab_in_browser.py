@@ -109,6 +109,7 @@ def test_03_panel_runs_stops_and_reports_errors(page: Any, lab: Lab,
     page.wait_for_function("sel => !document.querySelector(sel).disabled",
                            arg=f"{PANEL} .orchestra-run")
     assert chart.screenshot() != after
+    _check_runs_table(page, lab)
     if screenshots is not None:
         _shoot(page, panel, screenshots / "panel-after-two-clicked-runs.png")
 
@@ -133,6 +134,22 @@ def _shoot(page: Any, element: Any, path: Path) -> None:
     element.scroll_into_view_if_needed()
     element.screenshot(path=str(path))
     page.set_viewport_size({"width": 1400, "height": 1000})
+
+
+def _check_runs_table(page: Any, lab: Lab) -> None:
+    """The runs table fits the panel (no column cut off or scrolled out of sight) and each
+    run's short id shows its whole folder on hover."""
+    overflow = page.evaluate(
+        """sel => { const t = document.querySelector(sel + ' .orchestra-runs-table');
+                    const box = document.querySelector(sel + ' .orchestra-runs-scroll');
+                    return [t.getBoundingClientRect().right - box.getBoundingClientRect().right,
+                            box.scrollWidth - box.clientWidth]; }""", PANEL)
+    assert max(overflow) <= 1, f"the runs table overflows by {overflow} px"
+    ids = page.locator(f"{PANEL} .orchestra-runs-table code[title]")
+    assert ids.count() == 3
+    folder = Path(ids.last.get_attribute("title"))
+    assert folder.is_absolute() and folder.parent == lab.root.resolve() / "results" / "tuning"
+    assert ids.last.inner_text().split()[1] in folder.name  # the short id names the folder
 
 
 def _check_labels(page: Any) -> None:

@@ -43,10 +43,10 @@ async def test_chat_sweep_saves_its_points_and_messages(tmp_path: Path) -> None:
     assert not any(math.isnan(v) for v in messages["completion_ms"])
 
 
-async def test_chat_workload_runs_in_the_generic_sweep(tmp_path: Path) -> None:
+async def test_chat_workload_runs_in_the_generic_sweep(calibrated_results: Path) -> None:
     spec = load_spec(ROOT / "experiments" / "chat_sweep.toml", {
         "sweep.load.users": [2], "load.duration_s": 0.3, "target.settings": FAST})
-    run = load_run(await run_experiment(spec, results_root=tmp_path, progress=False))
+    run = load_run(await run_experiment(spec, results_root=calibrated_results, progress=False))
     (point,) = run.points.to_dict("records")
     assert point["n"] >= 2 and point["success_rate"] == 1.0
 

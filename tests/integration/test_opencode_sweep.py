@@ -35,14 +35,16 @@ def _our_opencode_processes(since: float) -> list[str]:
 
 @pytest.mark.opencode
 @pytest.mark.timeout(240)
-async def test_smoke_opencode_sweep_writes_every_file_and_leaves_nothing(tmp_path: Path) -> None:
+async def test_smoke_opencode_sweep_writes_every_file_and_leaves_nothing(
+        calibrated_results: Path) -> None:
     try:
         find_opencode(AgentSettings())
     except AgentUnavailableError as exc:
         pytest.skip(f"opencode CLI missing: {exc}")
     started = time.time()
     spec = load_spec(SPEC, {"sweep.load.users": [USERS]})
-    run_dir = await run_experiment(spec, results_root=tmp_path, progress=False)
+    run_dir = await run_experiment(spec, results_root=calibrated_results,
+                                   progress=False)
     run = load_run(run_dir)
     point = run.points.iloc[0]
     agents = load_agents(run_dir)

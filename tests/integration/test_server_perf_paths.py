@@ -113,3 +113,25 @@ async def test_performance_and_metrics_report_process_resources(tmp_path: Path) 
                       "orchestra_process_cpu_percent", "orchestra_process_open_connections",
                       "orchestra_process_store_writer_queue_depth"):
             assert gauge in text, gauge
+
+
+async def test_pipeline_runs_in_the_server_and_as_create_apps_middleware(tmp_path: Path) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from orchestra_kit.server import create_app
+
+    for sub in ("svc", "app"):
+        (tmp_path / sub).mkdir()
+    async with Service(make_settings(tmp_path / "svc")) as svc:
+        assert not svc.app.middlewares  # the runner's server calls the pipeline itself
+        status, body, headers = await get(svc, "/nope")
+        assert status == 404 and json.loads(body)["request_id"] == headers["X-Request-ID"]
+    app = create_app(make_settings(tmp_path / "app"))
+    assert len(app.middlewares) == 1
+    async with TestClient(TestServer(app)) as client:
+        r = await client.get("/nope")
+        doc = await r.json()
+        assert r.status == 404 and doc["error"]["code"] == "not_found"
+        assert doc["request_id"] == r.headers["X-Request-ID"]
+        r = await client.get("/health")
+        assert r.status == 200 and "X-Request-ID" in r.headers

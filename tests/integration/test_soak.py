@@ -1,4 +1,4 @@
-"""The soak with faults at smoke size: 30 s, SIGKILL + restart every 10 s, provider faults.
+"""The soak with faults at smoke size: 15 s, SIGKILL + restart every 5 s, provider faults.
 
 Nothing acknowledged may be lost and no task may stay stuck; the figures are present.
 Full size: `orchestra run experiments/soak.toml` (10 minutes).
@@ -16,7 +16,7 @@ SPEC = Path(__file__).parents[2] / "experiments" / "soak.toml"
 
 
 async def test_soak_smoke_loses_nothing(tmp_path: Path) -> None:
-    spec = load_soak_spec(SPEC, {"soak.duration_s": 30.0, "soak.restart_every_s": 10.0,
+    spec = load_soak_spec(SPEC, {"soak.duration_s": 15.0, "soak.restart_every_s": 5.0,
                                  "soak.settle_s": 60.0, "soak.users": 4})
     run_dir = await run_soak(spec, results_root=tmp_path, echo=lambda *_: None)
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -101,3 +101,64 @@ def test_cli_writes_the_html_files(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "No significant regression" in page
     out = tmp_path / "cmp.html"
     assert compare_main([str(base), str(new), "--html", str(out)]) == 0 and out.is_file()
+
+
+def _write_requests(run_dir: Path, loads: tuple[int, ...]) -> None:
+    """requests.csv with priorities 0..10: at the highest load, low priorities wait longest."""
+    rows = []
+    for point, load in enumerate(loads):
+        for i in range(220):
+            prio = i % 11
+            wait = (10 - prio) * 40.0 if load == max(loads) else 0.0
+            rows.append({"run_id": run_dir.name, "point": point, "repeat": 0, "op": "assign",
+                         "latency_ms": 10.0 + load + wait + i % 7, "ok": True, "priority": prio})
+    pd.DataFrame(rows).to_csv(run_dir / "requests.csv", index=False)
+
+
+def _priority_rows(page: str) -> list[str]:
+    section = page.split("<section id='priority'>")[1].split("</section>")[0]
+    return re.findall(r"<tr>\s*<td>", section)
+
+
+def test_report_html_latency_by_priority_is_one_row_per_priority(tmp_path: Path) -> None:
+    from orchestra_kit.lab.report import build_report
+    from orchestra_kit.lab.report_html import write_html_report
+
+    run_dir = _write_run(tmp_path / "demo" / "r1")
+    _write_requests(run_dir, LOADS)
+    report = build_report(run_dir, charts=False)
+    page = write_html_report(run_dir, report=report).read_text(encoding="utf-8")
+    assert len(_priority_rows(page)) == 11  # was one row per (load, priority): 44
+    section = page.split("<section id='priority'>")[1].split("</section>")[0]
+    for head in ("requests", "p50 (ms)", "p90 (ms)", "p99 (ms)", "max (ms)",
+                 "p99 at load 1 (ms)", "p99 at load 4 (ms)"):
+        assert f"<th>{head}</th>" in section, head
+    assert "p99 at load 8" not in section  # the highest load is the main columns
+    # the reading names the low-priority tail, in the section and in the Reading
+    assert "priority 0 tasks have median 421 ms" in section
+    assert "the tail is low-priority work waiting" in report.reading
+    rows = re.findall(r"<tr>\s*<td>(\d+)</td>", section)
+    assert rows == [str(p) for p in range(10, -1, -1)]  # highest priority first
+    text = report.text()
+    assert "corrected latency by task priority" in text
+    assert len([ln for ln in text.splitlines() if re.match(r"^\s+\d+\s+20\s", ln)]) == 11
+
+
+def test_priority_summary_drops_load_columns_when_there_are_many() -> None:
+    from orchestra_kit.lab.explain import latency_by_priority, priority_summary
+
+    loads = {p: float(2 ** p) for p in range(7)}
+    req = pd.DataFrame([{"point": pt, "latency_ms": 5.0 + prio, "ok": "True", "priority": prio}
+                        for pt in loads for prio in (1, 5, 9) for _ in range(3)])
+    points = pd.DataFrame({"point": list(loads), "load": list(loads.values())})
+    long = latency_by_priority(req, points)
+    assert long is not None and len(long) == 21  # 7 loads x 3 priorities
+    compact = priority_summary(long)
+    assert compact is not None
+    assert list(compact["priority"]) == [9, 5, 1]
+    assert list(compact.columns) == ["priority", "n", "p50_ms", "p90_ms", "p99_ms", "max_ms"]
+    assert list(compact["n"]) == [3, 3, 3] and list(compact["p50_ms"]) == [14.0, 10.0, 6.0]
+    few = priority_summary(long, max_load_columns=6)
+    assert few is not None and [c for c in few.columns if "@" in c] == [
+        f"p99_ms@{v:g}" for v in list(loads.values())[:-1]]
+    assert priority_summary(None) is None

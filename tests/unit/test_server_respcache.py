@@ -56,3 +56,17 @@ async def test_bounded_by_entries_and_bytes() -> None:
         await cache.answer(request, store, key, ("t",), big)
     assert len(cache) == 2  # 3 would exceed 250 bytes
     assert cache.stats()["bytes"] <= 250
+
+
+async def test_answers_past_the_ttl_are_dropped_not_kept_to_the_bound() -> None:
+    store, clock = FakeStore(), Clock()
+    cache = EncodedCache(max_entries=10_000, gzip_min_bytes=0, clock=clock)
+    request = make_mocked_request("GET", "/x")
+
+    async def load() -> Any:
+        return {"task": "t" * 200}
+
+    for key in range(3_000):  # a new task read 10 times a second for 300 s
+        clock.now += 0.1
+        await cache.answer(request, store, ("task", key), ("t",), load)
+    assert len(cache) <= 301 and cache.stats()["bytes"] <= 301 * 220

@@ -38,3 +38,20 @@ def test_bad_spec_keys_are_named(tmp_path: Path) -> None:
         load_soak_spec(bad)
     with pytest.raises(ConfigError, match="mix"):
         SoakSpec(mix={"explode": 1.0})
+
+
+@pytest.mark.parametrize(("kwargs", "key"), [
+    ({"settings": {"agents.no_such_knob": 1}}, "no_such_knob"),
+    ({"settings": {"agents.max_retries": -1}}, "target.settings.agents.max_retries"),
+    ({"provider": {"rate_429": 2.0}}, "provider.rate_429"),
+    ({"provider": {"no_such_flag": 1}}, "provider"),
+    ({"mix": {"read": "lots"}}, "mix.read"),
+    ({"users": True}, "soak.users"),
+    ({"users": 1001}, "soak.users"),
+    ({"duration_s": -1}, "soak.duration_s"),
+])
+def test_soak_spec_checks_like_the_experiment_spec(kwargs: dict[str, object], key: str) -> None:
+    """Settings, provider flags and numbers go through the shared checks, named by key."""
+    with pytest.raises(ConfigError) as exc:
+        SoakSpec(**kwargs)  # type: ignore[arg-type]
+    assert key in exc.value.key, exc.value

@@ -100,3 +100,19 @@ async def test_never_stale_under_concurrency(tmp_path: Path) -> None:
             await asyncio.gather(*readers)
         assert stale == []
         assert store.stats()["cache"]["hits"] > 0
+
+
+def test_entries_past_their_ttl_do_not_pile_up_to_max_entries() -> None:
+    """Soak finding: reads of ever new keys (GET /tasks/{id}) filled the cache to
+    max_entries with entries that could never be served again (past their TTL)."""
+    clock = FakeClock()
+    cache = GenerationCache(ttl_s=30, max_entries=10_000, clock=clock)
+    for i in range(5_000):  # 10 new keys a second for 500 s
+        clock.now = i / 10
+        cache.put(("task", i), (i,), "x" * 100)
+    assert len(cache) <= 301  # what was put within one TTL, not 5,000
+    assert cache.get(("task", 4_999), (4_999,)) == "x" * 100
+    for _ in range(100):  # the rate drops to one a second: the cache shrinks with it
+        clock.now += 1
+        cache.put(("task", int(clock.now * 1000)), (0,), "y")
+    assert len(cache) <= 31

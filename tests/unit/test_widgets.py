@@ -15,6 +15,7 @@ import pandas as pd
 from orchestra_kit.errors import ConfigError
 from orchestra_kit.lab.widgets import SETTINGS_KNOBS, TuningPanel
 from orchestra_kit.lab.widgets_knobs import KNOB_GROUPS, KNOBS, parse_levels
+from orchestra_kit.lab.widgets_view import runs_html, short_run_id
 
 PNG = b"\x89PNG"
 
@@ -40,12 +41,23 @@ def test_panel_has_every_knob_and_builds_a_spec(tmp_path: Path) -> None:
     assert panel.build_spec().sweep == {"load.rate_rps": [50.0, 100.5]}
 
 
-async def test_run_records_the_knob_values(tmp_path: Path) -> None:
-    panel = TuningPanel(results_root=tmp_path)
+async def test_clicked_run_records_the_knobs_and_redraws_chart_and_table(
+        calibrated_results: Path) -> None:
+    """One clicked run (each run starts a service per point) checks the click path, the
+    knob values in the run's manifest, and the chart and table redrawn as points finish."""
+    panel = TuningPanel(results_root=calibrated_results)
     _small(panel)
     panel.knobs["database.batch_size"].value = 50
     panel.knobs["flags.enable_query_caching"].value = False
-    run = await panel.run()
+    assert bytes(panel.chart.value).startswith(PNG)  # a placeholder chart before any run
+    charts: list[bytes] = []
+    tables: list[str] = []
+    panel.chart.observe(lambda c: charts.append(bytes(c["new"])), names="value")
+    panel.table.observe(lambda c: tables.append(c["new"]), names="value")
+    panel.run_button.click()
+    assert panel.task is not None
+    panel.run_button.click()  # a second click while running is ignored
+    run = await panel.task
     assert run is not None and panel.runs == [run]
     assert run.settings["database.batch_size"] == 50
     manifest = json.loads((run.run_dir / "manifest.json").read_text())
@@ -56,30 +68,20 @@ async def test_run_records_the_knob_values(tmp_path: Path) -> None:
     assert panel.progress.value == panel.progress.max == 2
     assert not panel.run_button.disabled and panel.stop_button.disabled
     assert (run.label, 0) in panel.runs_select.options and panel.runs_select.value == (0,)
-    assert f"title='{run.run_dir}'>{run.run_dir.name}<" in panel.table.value
+    short = short_run_id(run.run_dir)
+    assert f"<code title='{run.run_dir}'>{short}</code>" in panel.table.value
     assert "data-status='complete'" in panel.table.value
     assert panel.last_error == ""
     assert run.status == "complete" and run.points == 2
     assert "settings" not in repr(run) and run.label in repr(run)  # concise, no wall of text
     table = panel.runs_table()
     assert list(table["status"]) == ["complete"] and list(table["points"]) == [2]
-    assert list(table["run_dir"]) == [str(run.run_dir)]
-
-
-async def test_button_click_runs_in_a_panel_task(tmp_path: Path) -> None:
-    panel = TuningPanel(results_root=tmp_path)
-    _small(panel)
-    panel.levels.value = "2"
-    panel.knobs["database.batch_size"].value = 7
-    panel.run_button.click()
-    assert panel.task is not None
-    panel.run_button.click()  # a second click while running is ignored
-    run = await panel.task
-    assert run is not None and len(panel.runs) == 1
-    manifest = json.loads((run.run_dir / "manifest.json").read_text())
-    assert manifest["settings"]["database"]["batch_size"] == 7
-    fig = panel.figure()  # the recorded run is selected and overlaid
-    assert fig.axes[0].get_lines()
+    assert list(table["run_dir"]) == [str(run.run_dir)] and list(table["run"]) == [short]
+    # one redraw per finished point, then the recorded run selected in the overlay
+    assert len(charts) >= 3 and len(set(charts)) >= 3 and all(c.startswith(PNG) for c in charts)
+    assert any("data-status='running'" in t for t in tables)
+    assert "data-status='running'" not in panel.table.value
+    assert panel.figure().axes[0].get_lines()  # the recorded run is selected and overlaid
 
 
 @pytest.mark.parametrize(("knob", "value", "words"), [
@@ -145,24 +147,8 @@ async def test_bad_level_resets_the_progress_bar(tmp_path: Path) -> None:
     assert panel.progress.value == 0 and panel.progress.bar_style == "danger"
 
 
-async def test_chart_and_table_update_as_points_finish(tmp_path: Path) -> None:
-    panel = TuningPanel(results_root=tmp_path)
-    _small(panel)
-    assert bytes(panel.chart.value).startswith(PNG)  # a placeholder chart before any run
-    charts: list[bytes] = []
-    tables: list[str] = []
-    panel.chart.observe(lambda c: charts.append(bytes(c["new"])), names="value")
-    panel.table.observe(lambda c: tables.append(c["new"]), names="value")
-    run = await panel.run()
-    assert run is not None
-    # one redraw per finished point, then the recorded run selected in the overlay
-    assert len(charts) >= 3 and len(set(charts)) >= 3 and all(c.startswith(PNG) for c in charts)
-    assert any("data-status='running'" in t for t in tables)
-    assert "data-status='running'" not in panel.table.value
-
-
-async def test_stop_cancels_cleanly_and_keeps_the_partial_run(tmp_path: Path) -> None:
-    panel = TuningPanel(results_root=tmp_path)
+async def test_stop_cancels_cleanly_and_keeps_the_partial_run(calibrated_results: Path) -> None:
+    panel = TuningPanel(results_root=calibrated_results)
     panel.workload.value, panel.levels.value, panel.duration_s.value = "hire", "1, 2, 4", 0.8
     panel.run_button.click()
     await asyncio.sleep(0)  # the clicked task starts
@@ -190,3 +176,16 @@ def test_each_recorded_run_joins_the_overlay_selection(tmp_path: Path) -> None:
     assert panel.runs_select.value == (0, 1, 2)
     assert [r.label for r in panel.runs] == ["run 1: hire, 2, 8", "run 2: hire, 2, 8",
                                              "run 3: hire, 2, 8"]
+
+
+def test_runs_table_shows_a_short_run_id_with_the_path_on_hover() -> None:
+    assert short_run_id("/r/tuning/20261203T143012Z-a1b2c3") == "14:30:12 a1b2c3"
+    assert short_run_id("r7") == "r7" and short_run_id("x" * 30) == "x" * 15 + "…"
+    row = {"#": 1, "run": "14:30:12 a1b2c3", "label": "run 1: hire, 1, 2 (batch_size=7)",
+           "status": "complete", "changed settings": "database.batch_size=7",
+           "run_dir": "/r/tuning/20261203T143012Z-a1b2c3"}
+    page = runs_html([row])
+    assert "<code title='/r/tuning/20261203T143012Z-a1b2c3'>14:30:12 a1b2c3</code>" in page
+    assert page.count("<tr data-status='complete'>") == 1 and "run_dir" not in page
+    label_cell = page.split("run 1: hire")[0].rsplit("<td", 1)[1]
+    assert "white-space:normal" in label_cell  # free text wraps instead of widening the table
