@@ -100,7 +100,19 @@ def series_columns(points: pd.DataFrame, load_col: str = "load") -> list[str]:
         values = points[col].astype(str)
         if values.groupby(points[load_col]).nunique().max() > 1:
             out.append(col)
-    return out
+    return _drop_redundant(points, out, load_col)
+
+
+def _drop_redundant(points: pd.DataFrame, cols: list[str], load_col: str) -> list[str]:
+    """Leave out a column the others and the load already determine (a variant named
+    after its database and instances): it would split no series, only lengthen labels."""
+    kept = list(cols)
+    for col in reversed(cols):
+        others = [c for c in kept if c != col]
+        keys = [points[c].astype(str) for c in (*others, load_col)]
+        if others and points[col].astype(str).groupby(keys).nunique().max() <= 1:
+            kept = others
+    return kept
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -289,7 +289,8 @@ def plot_throughput(
     """Throughput and goodput vs load, the USL curve with its 95 % band, knees and N*."""
     points = _audited(points)
     fig, ax = new_figure()
-    for gi, (name, rows) in enumerate(_series(points, load_col)):
+    series = _series(points, load_col)
+    for gi, (name, rows) in enumerate(series):
         color = COLORS[gi % len(COLORS)]
         prefix = f"{name}: " if name else ""
         _draw(
@@ -298,7 +299,7 @@ def plot_throughput(
             color=color,
             label=f"{prefix}throughput (ok req/s)",
         )
-        if "goodput_rps" in rows.columns:
+        if "goodput_rps" in rows.columns and len(series) <= 3:  # more: the legend would drown
             _draw(
                 ax,
                 _aggregate(rows, "goodput_rps", load_col),

@@ -198,3 +198,15 @@ def test_describe_run_mentions_peak_knee_and_audit() -> None:
     assert "1 point was flagged by the self-audit" in text
     clean = describe_run(make_points(sigma=0.0, kappa=0.0, noise=0.0, loads=(1, 2, 4, 8)))
     assert "keeps rising" in clean and "no peak" in clean and "no problem" in clean
+
+
+def test_a_variant_named_by_its_database_and_instances_splits_no_series() -> None:
+    from orchestra_kit.lab.analysis import series_columns
+
+    rows = [{"load": n, "database": db, "variant": f"{db}-{n}", "workload.kind": w}
+            for w in ("hire", "read")
+            for db, ns in (("sqlite", (1,)), ("postgresql", (1, 2, 4))) for n in ns]
+    points = pd.DataFrame(rows)
+    assert series_columns(points, "load") == ["database", "workload.kind"]
+    points["variant"] = [f"v{i}" for i in range(len(points))]  # no longer determined
+    assert "variant" in series_columns(points, "load")
