@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, OrchestraError
+from ..errors import ConfigError, OrchestraError, ValidationError
 
 __all__ = ["compare_main", "parse_set", "report_main", "run_main"]
 
@@ -148,8 +149,25 @@ def report_main(argv: list[str]) -> int:
     return 0
 
 
+def _floors(pairs: list[str]) -> dict[str, float]:
+    """``--min-abs METRIC=VALUE`` flags as a dict; a clear error for a malformed one."""
+    out: dict[str, float] = {}
+    for pair in pairs:
+        metric, sep, value = pair.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not sep or not metric or not math.isfinite(number) or number < 0:
+            raise ValidationError("--min-abs", "expected METRIC=VALUE with a number ≥ 0, "
+                                  "e.g. p99_ms=5", value=pair)
+        out[metric] = number
+    return out
+
+
 def compare_main(argv: list[str]) -> int:
-    """``orchestra compare BASE NEW [--metric p99_ms] [--threshold 0.1]``: exit 1 on regression."""
+    """``orchestra compare BASE NEW [--metric p99_ms] [--threshold 0.1] [--min-abs p99_ms=5]``:
+    exit 1 on regression."""
     parser = argparse.ArgumentParser(prog="orchestra compare", description=compare_main.__doc__)
     parser.add_argument("base")
     parser.add_argument("new")
@@ -158,6 +176,9 @@ def compare_main(argv: list[str]) -> int:
     parser.add_argument("--threshold", type=float, default=0.10,
                         help="smallest relative change that counts (default 0.10)")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level")
+    parser.add_argument("--min-abs", action="append", default=[], metavar="METRIC=VALUE",
+                        help="smallest absolute change of METRIC that counts, in its unit "
+                             "(e.g. p99_ms=5: a p99 of 2 ms doubling to 4 ms is noise)")
     parser.add_argument("--html", nargs="?", const="", default=None, metavar="PATH",
                         help="also write the verdict table as HTML (default NEW/compare.html)")
     args = parser.parse_args(argv)
@@ -165,7 +186,8 @@ def compare_main(argv: list[str]) -> int:
 
     try:
         results = compare_runs(Path(args.base), Path(args.new), metrics=args.metric or None,
-                               threshold=args.threshold, alpha=args.alpha)
+                               threshold=args.threshold, alpha=args.alpha,
+                               min_abs=_floors(args.min_abs))
     except OrchestraError as e:
         print(f"orchestra compare: {e}", file=sys.stderr)
         return 2

@@ -4,8 +4,11 @@ Per load, the per-repeat values of one metric (e.g. ``p99_ms``) of the base run 
 the new run are compared: ratio of medians (new / base), a two-sided permutation test
 on the difference of means (exact when the split count is small, else seeded random
 permutations), and a bootstrap 95 % interval of the ratio. A change is reported only
-when |ratio − 1| > threshold and p < alpha, as asv and pyperf do. Repeats, not
-individual requests, are the unit: requests within one run are correlated.
+when |ratio − 1| > threshold and p < alpha, as asv and pyperf do, and, when ``min_abs``
+is set, the medians also differ by more than that absolute amount (in the metric's
+unit): a p99 of 2 ms that doubles to 4 ms on a busy CI machine is +100 % and may be
+"significant", yet says nothing about the build. Repeats, not individual requests, are
+the unit: requests within one run are correlated.
 """
 
 from __future__ import annotations
@@ -106,6 +109,7 @@ class Comparison:
     threshold: float
     alpha: float
     rows: pd.DataFrame
+    min_abs: float = 0.0
 
     @property
     def regressions(self) -> pd.DataFrame:
@@ -135,6 +139,7 @@ def _row(
     higher_is_better: bool,
     threshold: float,
     alpha: float,
+    min_abs: float,
     seed: int,
 ) -> dict[str, object]:
     """Statistics for one load."""
@@ -157,7 +162,9 @@ def _row(
     p = permutation_pvalue(base, new, seed=seed)
     out.update(ci_lo_pct=(lo - 1.0) * 100.0, ci_hi_pct=(hi - 1.0) * 100.0, p_value=p)
     big = math.isfinite(ratio) and abs(ratio - 1.0) > threshold
-    if big and p < alpha:
+    if big and p < alpha and abs(new_median - base_median) <= min_abs:
+        out["outcome"] = "below floor"  # relatively large and significant, absolutely small
+    elif big and p < alpha:
         worse = (ratio < 1.0) if higher_is_better else (ratio > 1.0)
         out["outcome"] = "regression" if worse else "improvement"
     else:
@@ -173,10 +180,14 @@ def compare(
     higher_is_better: bool = False,
     threshold: float = 0.10,
     alpha: float = 0.05,
+    min_abs: float = 0.0,
     by: str = "load",
     seed: int = 0,
 ) -> Comparison:
-    """Compare ``metric`` of two per-point tables at every ``by`` value present in both."""
+    """Compare ``metric`` of two per-point tables at every ``by`` value present in both.
+
+    A load counts as changed when the ratio of medians moves by more than ``threshold``,
+    the medians differ by more than ``min_abs`` (metric units), and p < ``alpha``."""
     for name, df in (("base", base), ("new", new)):
         for col in (metric, by):
             if col not in df.columns:
@@ -185,6 +196,8 @@ def compare(
         raise ValidationError(
             "threshold/alpha", "need threshold ≥ 0 and 0 < alpha < 1", value=(threshold, alpha)
         )
+    if not (math.isfinite(min_abs) and min_abs >= 0):
+        raise ValidationError("min_abs", "need a finite number ≥ 0", value=min_abs)
     common = sorted(set(base[by].dropna()) & set(new[by].dropna()))
     records = []
     for key in common:
@@ -192,7 +205,8 @@ def compare(
         b = new.loc[new[by] == key, metric].to_numpy(dtype=float)
         a, b = a[np.isfinite(a)], b[np.isfinite(b)]
         stats = _row(
-            a, b, higher_is_better=higher_is_better, threshold=threshold, alpha=alpha, seed=seed
+            a, b, higher_is_better=higher_is_better, threshold=threshold, alpha=alpha,
+            min_abs=min_abs, seed=seed,
         )
         records.append({by: key, "metric": metric, **stats})
     columns = [
@@ -217,6 +231,7 @@ def compare(
         threshold=threshold,
         alpha=alpha,
         rows=rows,
+        min_abs=min_abs,
     )
 
 
@@ -249,18 +264,30 @@ def _verdict(cmp: Comparison) -> str:
         if r["outcome"] in ("regression", "improvement")
     ]
     tested = rows[rows["outcome"] != "too few repeats"]
+    floored = rows[rows["outcome"] == "below floor"]
     if not parts:
         if tested.empty:
             parts.append(
                 f"No verdict on {cmp.metric}: fewer than 2 repeats per side at every load, "
                 "so no change can be called significant (run ≥ 5 repeats)."
             )
+        elif len(floored):
+            parts.append(f"No change counted in {cmp.metric} at any load.")
         else:
             moves = tested.loc[tested["change_pct"].abs().fillna(-1).idxmax()]
             parts.append(
                 f"No significant change in {cmp.metric} at any load (largest move "
                 f"{moves['change_pct']:+.1f} %, p={moves['p_value']:.2g})."
             )
+    if len(floored):
+        unit = unit_of(cmp.metric)
+        by = rows.attrs.get("by", "load")
+        where = ", ".join(
+            f"{by} {_fmt_key(r[by])} {_fmt_value(r['base_median'])} → "
+            f"{_fmt_value(r['new_median'])}{unit} ({r['change_pct']:+.0f} %, p={r['p_value']:.2g})"
+            for _, r in floored.iterrows())
+        parts.append(f"Large and significant, yet not counted since the medians differ by "
+                     f"no more than the floor of {cmp.min_abs:g}{unit}: {where}.")
     parts.extend(_caveats(cmp, rows, tested))
     return " ".join(parts)
 

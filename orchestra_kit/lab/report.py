@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import ValidationError
 from .analysis import audit, compare, describe_run, summary_table
 from .capacity import agent_reading
 from .comparison import Comparison
@@ -85,10 +86,17 @@ def build_report(run_dir: str | Path, *, charts: bool = True) -> Report:
 
 
 def compare_runs(base_dir: str | Path, new_dir: str | Path, *, metrics: list[str] | None = None,
-                 threshold: float = 0.10, alpha: float = 0.05) -> list[Comparison]:
-    """Compare two runs point by point on each metric (threshold AND significance)."""
+                 threshold: float = 0.10, alpha: float = 0.05,
+                 min_abs: dict[str, float] | None = None) -> list[Comparison]:
+    """Compare two runs point by point on each metric (threshold AND significance, AND a
+    change larger than ``min_abs[metric]`` in the metric's unit where one is given)."""
     base, new = load_run(base_dir), load_run(new_dir)
     chosen = metrics or list(DEFAULT_METRICS)
+    floors = min_abs or {}
+    unknown = sorted(set(floors) - set(chosen))
+    if unknown:
+        raise ValidationError("min_abs", f"a floor for a metric not compared: {unknown}; "
+                              f"compared: {chosen}", value=floors)
     return [compare(base.points, new.points, metric=m, higher_is_better=DEFAULT_METRICS.get(
-        m, m.endswith("_rps") or m == "success_rate"), threshold=threshold, alpha=alpha)
-        for m in chosen]
+        m, m.endswith("_rps") or m == "success_rate"), threshold=threshold, alpha=alpha,
+        min_abs=floors.get(m, 0.0)) for m in chosen]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from .analysis import audit
+from .comparison import unit_of
 from .explain import priority_summary, priority_words
 from .selfaudit import capacity_of
 
@@ -224,8 +225,11 @@ def compare_html(base_dir: str | Path, new_dir: str | Path,
     sections = [("verdict", "Verdict", f"{summary}<ul>{verdicts}</ul>"),
                 ("runs", "Runs", _kv_table([("base", base_dir), ("new", new_dir)]))]
     for c in comparisons:
-        rule = (f"<p>A change counts when it exceeds {c.threshold:.0%} and is significant at "
-                f"α = {c.alpha:g} ({'higher' if c.higher_is_better else 'lower'} is better).</p>")
+        floor = (f", moves the median by more than {c.min_abs:g}{unit_of(c.metric)}"
+                 if c.min_abs else "")
+        rule = (f"<p>A change counts when it exceeds {c.threshold:.0%}{floor} and is "
+                f"significant at α = {c.alpha:g} "
+                f"({'higher' if c.higher_is_better else 'lower'} is better).</p>")
         sections.append((f"metric-{c.metric}", c.metric, rule + _verdict_rows(c)))
     return _page(f"Comparison: {Path(new_dir).name} vs {Path(base_dir).name}", sections)
 

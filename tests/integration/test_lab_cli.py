@@ -69,3 +69,14 @@ def test_compare_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["compare", str(base), str(slow)]) == 1
     assert "regression" in capsys.readouterr().out.lower()
     assert main(["compare", str(base), str(tmp_path / "missing")]) == 2
+    capsys.readouterr()
+    # +12 ms is over a 10 ms floor (still a regression), under a 15 ms one (not counted).
+    p99 = ["--metric", "p99_ms"]
+    assert main(["compare", str(base), str(slow), *p99, "--min-abs", "p99_ms=10"]) == 1
+    assert main(["compare", str(base), str(slow), *p99, "--min-abs", "p99_ms=15"]) == 0
+    assert "floor of 15 ms" in capsys.readouterr().out
+    for bad in ("p99_ms", "p99_ms=-1", "p99_ms=x", "=5"):
+        assert main(["compare", str(base), str(slow), "--min-abs", bad]) == 2
+        assert "--min-abs" in capsys.readouterr().err
+    assert main(["compare", str(base), str(slow), "--min-abs", "p50_ms=5"]) == 2
+    assert "not compared" in capsys.readouterr().err

@@ -73,6 +73,26 @@ def test_small_effect_below_threshold_is_ignored() -> None:
     assert (cmp.rows["outcome"] == "no change").all()
 
 
+def test_absolute_floor_keeps_small_latencies_from_counting() -> None:
+    # CI once saw p99 at 2 users go 2.1 -> 4.25 ms (+102 %, p = 0.008): noise at that scale.
+    base = pd.DataFrame({"load": [2] * 5, "p99_ms": [2.0, 2.1, 2.1, 2.2, 2.0]})
+    new = pd.DataFrame({"load": [2] * 5, "p99_ms": [4.1, 4.25, 4.3, 4.2, 4.4]})
+    plain = compare(base, new)
+    assert plain.is_regression  # without a floor it counts
+    floored = compare(base, new, min_abs=5.0)
+    assert not floored.is_regression
+    assert list(floored.rows["outcome"]) == ["below floor"]
+    assert floored.verdict.startswith("No change counted in p99_ms at any load.")
+    assert "floor of 5 ms: load 2 2.1 → 4.25 ms (+102 %" in floored.verdict
+    # A change larger than the floor still counts: the floor is an AND, not a mute.
+    big = new.assign(p99_ms=new["p99_ms"] * 3)
+    assert compare(base, big, min_abs=5.0).is_regression
+    with pytest.raises(ValidationError, match="min_abs"):
+        compare(base, new, min_abs=-1.0)
+    with pytest.raises(ValidationError, match="min_abs"):
+        compare(base, new, min_abs=math.nan)
+
+
 def test_too_few_repeats_never_significant() -> None:
     cmp = compare(run(seed=1, repeats=1), run(2.0, seed=2, repeats=1))
     assert not cmp.is_regression
