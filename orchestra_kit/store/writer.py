@@ -109,7 +109,6 @@ class GroupCommitWriter:
         self._carry: list[WriteOp] = []  # taken beyond batch_size: the next batch's start
         self._handed = 0  # ops put on the queue (loop thread) ...
         self._taken = 0  # ... and ops taken into a batch (writer thread): the depth
-        self._idle = False  # the thread blocks on an empty queue (set and read unlocked)
         self._last_batch = 1
         self._last_submit = time.monotonic()
         self._gap_avg_s = 1.0  # moving average of the time between two submitted writes
@@ -138,10 +137,7 @@ class GroupCommitWriter:
         pending = self._pending
         pending.append(op)
         if len(pending) == 1:
-            if self._idle:  # nothing to gather for: the thread waits, hand it over now
-                self._hand_over()
-            else:
-                self._loop.call_soon(self._hand_over)
+            self._loop.call_soon(self._hand_over)
 
     def _hand_over(self) -> None:
         ops, self._pending = self._pending, []
@@ -214,9 +210,7 @@ class GroupCommitWriter:
         if not batch:
             if self._stopping and self._queue.empty():
                 return None
-            self._idle = True
             first = self._queue.get()
-            self._idle = False
             if first is _STOP:
                 return [] if not self._queue.empty() else None
             batch = first
