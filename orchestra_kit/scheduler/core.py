@@ -173,7 +173,8 @@ class Scheduler(TaskExecution):
         results: list[Task | OrchestraError] = await self._store.create_tasks(items)
         for r in results:
             if isinstance(r, Task):
-                self._enqueue(r)
+                self._push(r)
+        self._kick()  # after all of them: the batch starts in priority order
         return results
 
     def adopt(self, tasks: Sequence[Task]) -> None:
@@ -181,7 +182,8 @@ class Scheduler(TaskExecution):
         when not running, the next :meth:`start` loads them from the store."""
         if self._state == "running":
             for task in tasks:
-                self._enqueue(task)
+                self._push(task)
+            self._kick()
 
     async def run_now(self, employee: str, description: str, **kw: Any) -> Task:
         """Submit and wait for the end (the synchronous, "before" path)."""
@@ -213,12 +215,25 @@ class Scheduler(TaskExecution):
             self._wake.set()
 
     def _enqueue(self, task: Task) -> None:
+        self._push(task)
+        self._kick()
+
+    def _push(self, task: Task) -> None:
         self._live[task.id] = task
         self._queue.push(QueueEntry.of(task.id, task.priority, task.employee))
         if self._hub.listened(task.id):  # a queued status for nobody: not built
             self._hub.publish(TaskEvent.status_of(task))
-        if self._wake is not None:
+
+    def _kick(self) -> None:
+        """Start what can start, now: the dispatcher task's pass without waking it (an
+        Event, a future and a loop iteration fewer between a task's commit and its
+        start). Paused (no global slot, shared store): the dispatcher waits it out."""
+        if self._state != "running" or self._wake is None:
+            return
+        if self._paused_until > 0 and self._paused_until > asyncio.get_running_loop().time():
             self._wake.set()
+            return
+        self._dispatch_ready()
 
     # ------------------------------------------------------------------ observing
 
@@ -262,8 +277,11 @@ class Scheduler(TaskExecution):
                 task: Task = await self._store.get_task(task_id)
                 if task.terminal:
                     return task
-            async with asyncio.timeout(timeout_s):
+            if timeout_s is None:  # no Timeout object for nothing
                 done = await ended
+            else:
+                async with asyncio.timeout(timeout_s):
+                    done = await ended
         finally:
             self._hub.forget_end(task_id, ended)
         if done is not None:
@@ -397,11 +415,16 @@ class Scheduler(TaskExecution):
             pause_s = self._paused_until - loop.time()
             if pause_s > 0:  # no global slot free (shared store): look again shortly
                 await asyncio.sleep(pause_s)
-            while len(self._runs) < self._settings.max_concurrent_tasks:
-                entry = self._queue.pop()
-                if entry is None:
-                    break
-                self._start(entry)
+            self._dispatch_ready()
+
+    def _dispatch_ready(self) -> None:
+        """Start queued tasks while slots are free (highest priority first)."""
+        limit = self._settings.max_concurrent_tasks
+        while len(self._runs) < limit:
+            entry = self._queue.pop()
+            if entry is None:
+                break
+            self._start(entry)
 
     def _start(self, entry: QueueEntry) -> None:
         # Reserve the slot now (the run is registered before its first await), so the
@@ -416,5 +439,4 @@ class Scheduler(TaskExecution):
     def _finish(self, entry: QueueEntry) -> None:
         self._runs.pop(entry.task_id, None)
         self._queue.release(entry.employee)
-        if self._wake is not None:
-            self._wake.set()
+        self._kick()

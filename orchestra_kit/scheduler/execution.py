@@ -365,7 +365,8 @@ class TaskExecution:
         self._progress_due.pop(task.id, None)
         if run.progress_file is not None:  # the archive removes it: never write it after
             await asyncio.gather(run.progress_file, return_exceptions=True)
-        await self._progress.finish(task, list(files) or run.files_touched)
+        if self._progress.enabled:  # the archive file (off: not even a coroutine)
+            await self._progress.finish(task, list(files) or run.files_touched)
         self._hub.publish(TaskEvent.status_of(task))
 
     async def _requeue_after_shutdown(self, run: _Run) -> None:

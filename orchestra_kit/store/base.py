@@ -230,6 +230,8 @@ class StoreBase:
             "mean_batch_size": (ws.ops / ws.batches) if ws and ws.batches else 0.0,
             "max_batch_size": ws.max_batch if ws else 0,
             "merged_ops": ws.merged_ops if ws else 0,
+            "window_waits": ws.window_waits if ws else 0,
+            "window_wait_ms": ws.window_wait_s * 1000.0 if ws else 0.0,
             "batch_size_histogram": {str(k): v for k, v in sorted(ws.histogram.items())}
             if ws else {},
             "batch_size_limit": self.settings.batch_size if self.flags.enable_batch_operations

@@ -2,10 +2,11 @@
 
 Callers on the event loop submit :class:`WriteOp` s (a function run against the
 connection) to a queue. The thread takes every op queued (up to ``batch_size``; it
-waits up to ``window_s`` for more when the previous batch was bigger than what is
-queued and writes arrive faster than that), runs ``BEGIN IMMEDIATE``, each op in its
-own ``SAVEPOINT`` (so one bad op rolls back only itself), ``COMMIT``, bumps the generation of every table a
-successful op touched, and only THEN hands all results back to the loop with one
+waits up to ``window_s`` for more when the previous batch held at least 16 ops and
+more than what is queued, and writes arrive faster than that), runs ``BEGIN
+IMMEDIATE``, each op in its own ``SAVEPOINT`` (so one bad op rolls back only itself),
+``COMMIT``, bumps the generation of every table a successful op touched, and only
+THEN hands all results back to the loop with one
 ``call_soon_threadsafe``. An awaiting caller therefore resumes only after its
 transaction is durable, and a cache can never serve data older than that write.
 """
@@ -31,6 +32,7 @@ WriteFn = Callable[[sqlite3.Connection], Any]
 #: ``(ok, value_or_error)`` per payload, in order.
 MergeFn = Callable[[sqlite3.Connection, list[Any]], list[tuple[bool, Any]]]
 _STOP = object()
+_BURST = 16  # see GroupCommitWriter._take: the smallest batch that makes the window worth it
 _Outcome = tuple["asyncio.Future[Any]", bool, Any]
 
 
@@ -62,6 +64,8 @@ class WriterStats:
     failed_commits: int = 0
     max_batch: int = 0
     merged_ops: int = 0  # ops that ran inside a merged statement (see WriteOp.merge)
+    window_waits: int = 0  # batches that waited for company (group_commit_window_ms)
+    window_wait_s: float = 0.0  # ... and the time they waited, added up
     histogram: dict[int, int] = field(default_factory=dict)
 
     def record(self, size: int) -> None:
@@ -213,11 +217,17 @@ class GroupCommitWriter:
         limit = self._batch_size
         self._drain(batch, limit)
         target = min(limit, self._last_batch) if self._adaptive else limit
-        # Wait for company only when writes arrive faster than the window: at low load
-        # a lone write commits at once instead of paying the window for nobody.
-        busy = self._gap_avg_s < self._window_s or not self._adaptive
+        # Wait for company only when writes arrive faster than the window AND come in
+        # bursts: a previous batch of _BURST or more ops means callers are resumed by
+        # commits (many writers in closed loops), and the window gathers the next burst
+        # into one commit. Writes that trickle in (timers, one request at a time: the
+        # scheduler's creates and moves) commit at once: a window there adds up to its
+        # length to each write on a task's critical path and gathers almost nothing.
+        busy = not self._adaptive or (self._gap_avg_s < self._window_s
+                                      and self._last_batch >= min(_BURST, limit))
         if self._window_s > 0 and len(batch) < target and busy:
-            deadline = time.monotonic() + self._window_s
+            started = time.monotonic()
+            deadline = started + self._window_s
             while len(batch) < target:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -231,6 +241,8 @@ class GroupCommitWriter:
                     break
                 batch += item
                 self._drain(batch, limit)
+            self.stats.window_waits += 1
+            self.stats.window_wait_s += time.monotonic() - started
         if len(batch) > limit:
             batch, self._carry = batch[:limit], batch[limit:]
         self._taken += len(batch)

@@ -106,6 +106,26 @@ async def test_priority_order_and_fifo_within_priority(store: Store, tmp_path: P
     assert backend.started == expected
 
 
+async def test_a_submitted_task_takes_a_free_slot_at_once(store: Store, tmp_path: Path) -> None:
+    """With a slot free, submit() starts the task itself (no dispatcher wake-up between
+    the commit and the start); a batch still starts in priority order."""
+    backend = RecordingBackend()
+    backend.gate.clear()
+    await hire(store, "a", "b", "c", "d")
+    async with make_scheduler(store, backend, tmp_path, max_concurrent_tasks=2) as sched:
+        first = await sched.submit("a", "x")
+        assert sched.running_count == 1  # reserved before submit() returned
+        batch = await sched.submit_many([{"employee": e, "description": "y", "priority": p}
+                                         for e, p in (("b", 1), ("c", 9), ("d", 5))])
+        assert sched.running_count == 2
+        ids = {t.priority: t.id for t in batch if not isinstance(t, Exception)}
+        assert set(sched._runs) == {first.id, ids[9]}  # the batch's best took the slot
+        backend.gate.set()
+        for tid in (first.id, *ids.values()):
+            assert (await sched.wait(tid, timeout_s=10)).status == TaskStatus.COMPLETED
+    assert backend.started == [first.id, ids[9], ids[5], ids[1]]
+
+
 async def test_one_running_task_per_employee_and_global_limit(store: Store, tmp_path: Path) -> None:
     async def slow(request: AgentRequest, attempt: int) -> None:
         await asyncio.sleep(0.01)

@@ -152,3 +152,27 @@ async def test_merge_failure_falls_back_to_single_ops(tmp_path: Path) -> None:
             writer.submit(WriteOp(insert(f"f{i}"), fut, ("employees",), True, broken_merge, i))
         assert await asyncio.gather(*futures) == [f"f{i}" for i in range(5)]
         assert len(await store.list_employees()) == 5
+
+
+async def test_window_waits_only_after_a_burst(tmp_path: Path) -> None:
+    """The group-commit window gathers bursts (callers resumed together by a commit), not
+    writes that trickle in: after batches of a few ops it never waits, after a batch of
+    16 or more a smaller one waits for company (counted in ``window_waits``)."""
+    settings = DatabaseSettings(path=str(tmp_path / "w.db"), group_commit_window_ms=50)
+    async with Store(settings, OptimizationFlags(), project_root=tmp_path) as store:
+        n = 0
+
+        async def hires(k: int) -> None:
+            nonlocal n
+            await asyncio.gather(*(store.hire(f"w{n + i}", "dev") for i in range(k)))
+            n += k
+
+        for _ in range(30):  # fast, alternating 4 and 2: fewer queued than last time
+            await hires(4)
+            await hires(2)
+        assert store.stats()["window_waits"] == 0
+        await hires(32)
+        await hires(2)  # after a burst, the window waits for company
+        s = store.stats()
+        assert s["window_waits"] >= 1 and s["window_wait_ms"] > 0
+        assert len(await store.list_employees()) == n
