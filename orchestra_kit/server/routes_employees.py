@@ -14,7 +14,7 @@ from .http import (
     parse_body,
     query_choice,
     query_int,
-    request_body,
+    read_body,
     validate_body,
 )
 from .plainbody import plain_hire
@@ -70,13 +70,14 @@ async def list_employees(request: web.Request) -> web.Response:
 @routes.post("/employees")
 async def hire(request: web.Request) -> web.Response:
     """Hire one employee: 201, or 409 when the name is taken."""
-    raw = await request_body(request)
+    state = request.app[STATE]
+    raw = await read_body(request, state.settings.server.body_timeout_s)
     fields = plain_hire(raw)
     if fields is None:  # the model decides (and words any error)
         body = validate_body(raw, HireBody)
         fields = body.name, body.role, str(body.smartness)
     _not_reserved(fields[0])
-    store = request.app[STATE].require_store()
+    store = state.require_store()
     employee: Employee = await store.hire(*fields)
     return json_response(
         {"message": f"Successfully hired {employee.name} as {employee.role}",

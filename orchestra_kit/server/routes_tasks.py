@@ -21,7 +21,7 @@ from .http import (
     path_id,
     query_choice,
     query_int,
-    request_body,
+    read_body,
     validate_body,
 )
 from .plainbody import PlainAssign, plain_assign
@@ -79,11 +79,11 @@ def _assign_answer(task: Task) -> dict[str, Any]:
 @routes.post("/tasks")
 async def assign(request: web.Request) -> web.Response:
     """Queue a task (202); with async processing off, run it and answer 200 when done."""
-    raw = await request_body(request)
+    state = request.app[STATE]
+    raw = await read_body(request, state.settings.server.body_timeout_s)
     body: AssignBody | PlainAssign | None = plain_assign(raw)
     if body is None:  # the model decides (and words any error)
         body = validate_body(raw, AssignBody)
-    state = request.app[STATE]
     scheduler = state.require_scheduler()
     kwargs = _submit_kwargs(state, body)
     run = (scheduler.submit if state.settings.flags.enable_async_llm_processing
