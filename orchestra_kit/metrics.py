@@ -75,6 +75,35 @@ class RouteStats:
         cls = status // 100
         self.by_class[cls if 0 <= cls <= 5 else 0] += 1
 
+    def record_all(self, answers: list[tuple[int, float]]) -> None:
+        """:meth:`record` for each ``(status, latency_s)``, in one loop (no call per
+        answer: this is where every request's latency ends up)."""
+        pending = self._pending
+        by_class = self.by_class
+        total_us = 0
+        most = self.max_us
+        clamped = 0
+        for status, latency_s in answers:
+            us = int(latency_s * 1_000_000) if latency_s < 1e9 else HIGHEST_US + 1
+            if us < LOWEST_US:
+                us = LOWEST_US
+            elif us > HIGHEST_US:
+                us = HIGHEST_US
+                clamped += 1
+            shift = us.bit_length() - _KEPT_BITS
+            key = (us >> shift) << shift if shift > 0 else us
+            pending[key] = pending.get(key, 0) + 1
+            total_us += us
+            most = max(most, us)
+            cls = status // 100
+            by_class[cls if 0 <= cls <= 5 else 0] += 1
+        self.count += len(answers)
+        self.sum_us += total_us
+        self.max_us = most
+        self.clamped += clamped
+        if len(pending) > _MAX_PENDING:
+            self.flush()
+
     def flush(self) -> None:
         """Move the pending counts into the histogram."""
         pending, self._pending = self._pending, {}
@@ -148,15 +177,19 @@ class Metrics:
 
     def _count_observed(self) -> None:
         observed, self._observed = self._observed, []
-        routes = self._routes
-        total = self._total
+        by_route: dict[str, list[tuple[int, float]]] = {}
         for route, status, latency_s in observed:
+            answers = by_route.get(route)
+            if answers is None:
+                answers = by_route[route] = []
+            answers.append((status, latency_s))
+        routes = self._routes
+        for route, answers in by_route.items():
             stats = routes.get(route)
             if stats is None:
                 stats = routes[route] = RouteStats(ROUTE_SIGNIFICANT_DIGITS)
-            latency_us = int(latency_s * 1_000_000) if latency_s < 1e9 else HIGHEST_US + 1
-            stats.record(status, latency_us)
-            total.record(status, latency_us)
+            stats.record_all(answers)
+        self._total.record_all([(status, lat) for _, status, lat in observed])
 
     @property
     def routes(self) -> dict[str, RouteStats]:

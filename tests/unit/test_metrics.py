@@ -92,3 +92,18 @@ def test_observed_answers_are_all_counted_when_read(obs: list[tuple[str, int, fl
         assert m.routes[route].count == sum(1 for r, _, _ in obs if r == route)
     assert m.total.by_class == m.answered_by_class
     assert m.counters()["requests_error"] == sum(1 for _, s, _ in obs if s >= 400)
+
+
+@given(st.lists(st.tuples(st.sampled_from([200, 404, 500, 99, 600]),
+                          st.one_of(st.floats(0.0, 100.0), st.just(1e-9), st.just(3600.0))),
+                max_size=300))
+def test_record_all_is_record_for_each(answers: list[tuple[int, float]]) -> None:
+    one, many = RouteStats(2), RouteStats(2)
+    for status, latency_s in answers:
+        us = int(latency_s * 1_000_000) if latency_s < 1e9 else HIGHEST_US + 1
+        one.record(status, us)
+    many.record_all(answers)
+    assert (one.count, one.sum_us, one.max_us, one.clamped, one.by_class) == \
+        (many.count, many.sum_us, many.max_us, many.clamped, many.by_class)
+    if answers:
+        assert one.percentiles_us() == many.percentiles_us()
