@@ -31,6 +31,7 @@ ROUTE_SIGNIFICANT_DIGITS = 2  # per route: 1 % buckets keep scrapes cheap with m
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
 _KEPT_BITS = 11  # latency rounding before the histogram: < 0.1 % (histograms: 1 % / 0.1 %)
 _MAX_PENDING = 4096
+_MAX_OBSERVED = 1024  # answers appended by Metrics.observe before they are counted
 
 
 class RouteStats:
@@ -74,6 +75,35 @@ class RouteStats:
         cls = status // 100
         self.by_class[cls if 0 <= cls <= 5 else 0] += 1
 
+    def record_all(self, answers: list[tuple[int, float]]) -> None:
+        """:meth:`record` for each ``(status, latency_s)``, in one loop (no call per
+        answer: this is where every request's latency ends up)."""
+        pending = self._pending
+        by_class = self.by_class
+        total_us = 0
+        most = self.max_us
+        clamped = 0
+        for status, latency_s in answers:
+            us = int(latency_s * 1_000_000) if latency_s < 1e9 else HIGHEST_US + 1
+            if us < LOWEST_US:
+                us = LOWEST_US
+            elif us > HIGHEST_US:
+                us = HIGHEST_US
+                clamped += 1
+            shift = us.bit_length() - _KEPT_BITS
+            key = (us >> shift) << shift if shift > 0 else us
+            pending[key] = pending.get(key, 0) + 1
+            total_us += us
+            most = max(most, us)
+            cls = status // 100
+            by_class[cls if 0 <= cls <= 5 else 0] += 1
+        self.count += len(answers)
+        self.sum_us += total_us
+        self.max_us = most
+        self.clamped += clamped
+        if len(pending) > _MAX_PENDING:
+            self.flush()
+
     def flush(self) -> None:
         """Move the pending counts into the histogram."""
         pending, self._pending = self._pending, {}
@@ -113,8 +143,15 @@ class Metrics:
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self.started_at = clock()
-        self.routes: dict[str, RouteStats] = {}
-        self.total = RouteStats()
+        self._routes: dict[str, RouteStats] = {}
+        self._total = RouteStats()
+        #: Answers observed but not yet counted: ``(route, status, latency_s)``.
+        self._observed: list[tuple[str, int, float]] = []
+        #: Answers so far, their latencies summed (s), and per status class (index
+        #: ``status // 100``): what /health and the counters report.
+        self.answered = 0
+        self.answered_s = 0.0
+        self.answered_by_class = [0, 0, 0, 0, 0, 0]
         self.in_flight = 0
         self._scrape_gauges: Mapping[str, float] = {}
         self.registry = CollectorRegistry(auto_describe=False)
@@ -123,13 +160,50 @@ class Metrics:
     # ------------------------------------------------------------------ recording
 
     def observe(self, route: str, status: int, latency_s: float) -> None:
-        """Record one answered request of ``route`` (``"GET /employees/{name}"``)."""
-        stats = self.routes.get(route)
-        if stats is None:
-            stats = self.routes[route] = RouteStats(ROUTE_SIGNIFICANT_DIGITS)
-        latency_us = int(latency_s * 1_000_000) if latency_s < 1e9 else HIGHEST_US + 1
-        stats.record(status, latency_us)
-        self.total.record(status, latency_us)
+        """Record one answered request of ``route`` (``"GET /employees/{name}"``).
+
+        On every request's path, so it only appends: the answers are counted (two
+        :meth:`RouteStats.record` each) when anything reads the counts, or every
+        :data:`_MAX_OBSERVED` answers."""
+        observed = self._observed
+        observed.append((route, status, latency_s))
+        if len(observed) >= _MAX_OBSERVED:
+            self._count_observed()
+        # The counters /health reports on every call, kept current (no flush there).
+        self.answered += 1
+        self.answered_s += latency_s
+        cls = status // 100
+        self.answered_by_class[cls if 0 <= cls <= 5 else 0] += 1
+
+    def _count_observed(self) -> None:
+        observed, self._observed = self._observed, []
+        by_route: dict[str, list[tuple[int, float]]] = {}
+        for route, status, latency_s in observed:
+            answers = by_route.get(route)
+            if answers is None:
+                answers = by_route[route] = []
+            answers.append((status, latency_s))
+        routes = self._routes
+        for route, answers in by_route.items():
+            stats = routes.get(route)
+            if stats is None:
+                stats = routes[route] = RouteStats(ROUTE_SIGNIFICANT_DIGITS)
+            stats.record_all(answers)
+        self._total.record_all([(status, lat) for _, status, lat in observed])
+
+    @property
+    def routes(self) -> dict[str, RouteStats]:
+        """Per-route stats (``"GET /employees/{name}"``), every observed answer counted."""
+        if self._observed:
+            self._count_observed()
+        return self._routes
+
+    @property
+    def total(self) -> RouteStats:
+        """All routes together, every observed answer counted."""
+        if self._observed:
+            self._count_observed()
+        return self._total
 
     # ------------------------------------------------------------------ reading
 
@@ -139,17 +213,17 @@ class Metrics:
 
     def counters(self) -> dict[str, Any]:
         """The original's request counters, success meaning 2xx only."""
-        t = self.total
-        total = t.count
-        errors = t.by_class[4] + t.by_class[5]
+        total = self.answered
+        by_class = self.answered_by_class
+        errors = by_class[4] + by_class[5]
         return {
             "requests_total": total,
-            "requests_success": t.by_class[2],
+            "requests_success": by_class[2],
             "requests_error": errors,
-            "requests_4xx": t.by_class[4],
-            "requests_5xx": t.by_class[5],
+            "requests_4xx": by_class[4],
+            "requests_5xx": by_class[5],
             "error_rate": errors / total if total else 0.0,
-            "avg_response_time_ms": (t.sum_us / total / 1000.0) if total else 0.0,
+            "avg_response_time_ms": (self.answered_s / total * 1000.0) if total else 0.0,
         }
 
     def server_metrics(self) -> dict[str, Any]:

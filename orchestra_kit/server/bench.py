@@ -65,12 +65,16 @@ async def _hello(request: web.Request) -> web.Response:
     return web.Response(text="hello")
 
 
-async def _serve_hello(stop: asyncio.Event) -> None:
+async def _serve_hello(stop: asyncio.Event, freeze: bool = False) -> None:
+    from .loops import freeze_startup_objects
+
     app = web.Application()
     app.router.add_get("/", _hello)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0, backlog=4096).start()
+    if freeze:
+        freeze_startup_objects()
     print(runner.addresses[0][1], flush=True)
     await stop.wait()
     await runner.cleanup()
@@ -91,25 +95,32 @@ def _child_settings(db_dir: str, pairs: list[str]) -> Any:
 
 
 async def _serve_child(kind: str, settings: Any) -> None:
-    """Serve until SIGTERM; the port goes to stdout first."""
+    """Serve until SIGTERM; the port goes to stdout first. Both servers get the
+    process settings ``orchestra serve`` applies (event loop, collector)."""
+    from .loops import freeze_startup_objects
+
     raise_fd_limit()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    freeze = settings.server.gc_freeze
     if kind == "hello":
-        await _serve_hello(stop)
+        await _serve_hello(stop, freeze)
         return
     from .app import Service
 
     async with Service(settings) as svc:
+        if freeze:
+            freeze_startup_objects()
         print(svc.port, flush=True)
         await stop.wait()
 
 
 def _child_main(argv: list[str]) -> None:
-    from .loops import run
+    from .loops import run, tune_gc
 
     kind, db_dir, *pairs = argv
     settings = _child_settings(db_dir, pairs)
+    tune_gc(settings.server.gc_young_threshold)
     run(_serve_child(kind, settings), settings.server.event_loop)
 
 

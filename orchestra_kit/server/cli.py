@@ -20,6 +20,7 @@ from ..config import Settings
 from ..errors import ConfigError, OrchestraError
 from . import memtrace
 from .app import Service
+from .loops import freeze_startup_objects, tune_gc
 from .loops import run as run_on_loop
 from .workers import check_workers, die_with_supervisor, run_workers, shared_port
 
@@ -72,6 +73,8 @@ async def _serve(settings: Settings, reuse_port: bool = False) -> int:
     try:
         async with Service(settings, reuse_port=reuse_port) as svc:
             db = _redacted(settings.database.url) or settings.database.path
+            if settings.server.gc_freeze:
+                freeze_startup_objects()
             print(f"orchestra serving on {svc.url} (db={db}, "
                   f"backend={settings.agents.backend})", flush=True)
             await stop.wait()
@@ -147,6 +150,7 @@ def serve_main(argv: list[str]) -> int:
         return 0  # a worker whose supervisor is already gone
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tune_gc(settings.server.gc_young_threshold)
     try:
         return run_on_loop(_serve(settings, reuse_port=args.reuse_port), settings.server.event_loop)
     except OrchestraError as exc:

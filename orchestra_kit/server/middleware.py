@@ -139,20 +139,13 @@ class _Pipeline:
             raise UnauthorizedError(
                 "This request needs a valid API key: 'Authorization: Bearer <key>'")
 
-    def finish(self, request: web.Request, resp: web.StreamResponse, rid: str,
-               headers: dict[str, str]) -> None:
-        if resp.prepared:
-            return
-        resp.headers[REQUEST_ID_HEADER] = rid
-        if headers:
-            resp.headers.update(headers)
-        if self.gzip_min and isinstance(resp, web.Response):
-            body = resp.body
-            if (isinstance(body, bytes) and len(body) >= self.gzip_min
-                    and hdrs.CONTENT_ENCODING not in resp.headers  # already encoded
-                    and "gzip" in request.headers.get(hdrs.ACCEPT_ENCODING, "")):
-                resp.enable_compression(web.ContentCoding.gzip)
-                resp.headers[hdrs.VARY] = hdrs.ACCEPT_ENCODING
+    def compress(self, request: web.Request, resp: web.Response) -> None:
+        """gzip for an answer of ``server.gzip_min_bytes`` or more (the caller checked),
+        when the client accepts it."""
+        if (hdrs.CONTENT_ENCODING not in resp.headers  # already encoded
+                and "gzip" in request.headers.get(hdrs.ACCEPT_ENCODING, "")):
+            resp.enable_compression(web.ContentCoding.gzip)
+            resp.headers[hdrs.VARY] = hdrs.ACCEPT_ENCODING
 
 
 _HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -205,18 +198,24 @@ def build_pipeline(state: AppState) -> Pipeline:
     the application's own handler (:class:`~.protocol.GuardedRunner`)."""
     p = _Pipeline(state)
     metrics = p.metrics
+    observe = metrics.observe
     perf_counter = time.perf_counter
+    labels = p.labels
+    new_request_id = state.new_request_id
+    guard_reads = p.guard_reads
+    gzip_min = p.gzip_min
+    response_cls = web.Response
 
     async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = perf_counter()
         rid = request.headers.get(REQUEST_ID_HEADER)
         if rid is None or not _SANE_ID(rid):
-            rid = state.new_request_id()
+            rid = new_request_id()
         request[REQUEST_ID] = rid
         headers: dict[str, str] = {}
         metrics.in_flight += 1
         try:
-            if p.guard_reads or request.method not in _READS:
+            if guard_reads or request.method not in _READS:
                 p.guard(request, headers)
             resp = await handler(request)
         except OrchestraError as exc:
@@ -233,7 +232,7 @@ def build_pipeline(state: AppState) -> Pipeline:
             # The client went away (an SSE reader closing its stream, a dropped upload):
             # nothing to answer and not a server error; counted as 499, nginx's
             # "client closed request", and left to aiohttp, which closes quietly.
-            metrics.observe(p.label(request), CLIENT_CLOSED, perf_counter() - started)
+            observe(p.label(request), CLIENT_CLOSED, perf_counter() - started)
             raise
         except Exception:
             log.exception("Unhandled error in %s %s (request %s)",
@@ -241,8 +240,20 @@ def build_pipeline(state: AppState) -> Pipeline:
             resp = error_response(InternalError("Internal server error"), rid)
         finally:
             metrics.in_flight -= 1
-        p.finish(request, resp, rid, headers)
-        metrics.observe(p.label(request), resp.status, perf_counter() - started)
+        # p.finish, inlined: this runs for every answer.
+        if not resp.prepared:
+            resp.headers[REQUEST_ID_HEADER] = rid
+            if headers:
+                resp.headers.update(headers)
+            if gzip_min and isinstance(resp, response_cls):
+                body = resp.body
+                if isinstance(body, bytes) and len(body) >= gzip_min:
+                    p.compress(request, resp)
+        try:  # the route's label, cached per matched route (route_label otherwise)
+            label = labels[request.match_info.route]
+        except (KeyError, AssertionError):
+            label = p.label(request)
+        observe(label, resp.status, perf_counter() - started)
         return resp
 
     return pipeline

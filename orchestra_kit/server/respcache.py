@@ -52,6 +52,21 @@ class EncodedCache:
         self.hits = 0
         self.misses = 0
 
+    def hit(self, request: web.Request, store: Any, key: Hashable,
+            tables: tuple[str, ...]) -> web.Response | None:
+        """The cached answer when still valid (counted as a hit), else None (nothing
+        counted: :meth:`answer` follows)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        gens_of = getattr(store, "generations", None)
+        if (gens_of is None or entry.gens != gens_of(tables)
+                or self._clock() >= entry.expires_at):
+            return None
+        self.hits += 1
+        self._entries.move_to_end(key)
+        return self._response(request, entry)
+
     async def answer(self, request: web.Request, store: Any, key: Hashable,
                      tables: tuple[str, ...], load: Callable[[], Awaitable[Any]]) -> web.Response:
         """200 with ``load()``'s value as JSON, from the bytes cached when still valid."""

@@ -14,12 +14,12 @@ from .http import (
     parse_body,
     query_choice,
     query_int,
-    request_body,
+    read_body,
     validate_body,
 )
 from .plainbody import plain_hire
 from .schemas import HireBatchBody, HireBody
-from .state import STATE
+from .state import STATE, AppState
 
 __all__ = ["routes"]
 
@@ -46,31 +46,38 @@ def error_item(error: OrchestraError) -> dict[str, Any]:
 @routes.get("/employees")
 async def list_employees(request: web.Request) -> web.Response:
     """Employees, optionally filtered by role and smartness."""
-    store = request.app[STATE].require_store()
+    state = request.app[STATE]
+    store = state.require_store()
     role = request.query.get("role") or None
     smartness = query_choice(request, "smartness", _SMARTNESS)
     limit = query_int(request, "limit", 1000, 1, 10_000)
     offset = query_int(request, "offset", 0, 0, 10**9)
+    key = ("employees", role, smartness, limit, offset)
+    cache = state.responses
+    if cache is not None:
+        hit: web.Response | None = cache.hit(request, store, key, _EMPLOYEES)
+        if hit is not None:
+            return hit
 
     async def load() -> dict[str, Any]:
         employees = await store.list_employees(role=role, smartness=smartness, limit=limit,
                                                offset=offset)
         return {"employees": [e.to_dict() for e in employees]}
 
-    key = ("employees", role, smartness, limit, offset)
-    return await _cached_answer(request, store, key, load)
+    return await _cached_answer(request, state, store, key, load)
 
 
 @routes.post("/employees")
 async def hire(request: web.Request) -> web.Response:
     """Hire one employee: 201, or 409 when the name is taken."""
-    raw = await request_body(request)
+    state = request.app[STATE]
+    raw = await read_body(request, state.settings.server.body_timeout_s)
     fields = plain_hire(raw)
     if fields is None:  # the model decides (and words any error)
         body = validate_body(raw, HireBody)
         fields = body.name, body.role, str(body.smartness)
     _not_reserved(fields[0])
-    store = request.app[STATE].require_store()
+    store = state.require_store()
     employee: Employee = await store.hire(*fields)
     return json_response(
         {"message": f"Successfully hired {employee.name} as {employee.role}",
@@ -114,7 +121,14 @@ def _name_param(request: web.Request) -> str:
 async def get_employee(request: web.Request) -> web.Response:
     """One employee; 404 when absent."""
     name = _name_param(request)
-    store = request.app[STATE].require_store()
+    state = request.app[STATE]
+    store = state.require_store()
+    key = ("employee", name)
+    cache = state.responses
+    if cache is not None:  # a cached answer without a coroutine or a closure
+        hit: web.Response | None = cache.hit(request, store, key, _EMPLOYEES)
+        if hit is not None:
+            return hit
 
     async def load() -> dict[str, Any]:
         employee: Employee | None = await store.get_employee(name)
@@ -122,13 +136,14 @@ async def get_employee(request: web.Request) -> web.Response:
             raise NotFoundError(f"No employee named {name!r}", details={"name": name})
         return employee.to_dict()
 
-    return await _cached_answer(request, store, ("employee", name), load)
+    return await _cached_answer(request, state, store, key, load)
 
 
-async def _cached_answer(request: web.Request, store: Any, key: tuple[Any, ...],
+async def _cached_answer(request: web.Request, state: AppState, store: Any,
+                         key: tuple[Any, ...],
                          load: Callable[[], Awaitable[dict[str, Any]]]) -> web.Response:
     """``load()`` as JSON, through the encoded-answer cache when the store caches reads."""
-    cache = request.app[STATE].responses
+    cache = state.responses
     if cache is None:
         return json_response(await load())
     answer: web.Response = await cache.answer(request, store, key, _EMPLOYEES, load)

@@ -51,22 +51,24 @@ async def health(request: web.Request) -> web.Response:
     ready = state.phase is Phase.READY
     counts = await state.store.counts() if ready and state.store is not None else {}
     sched = state.scheduler
-    running = (sched.running_count if hasattr(sched, "running_count")
-               else sched.stats().get("running", 0)) if sched is not None else 0
-    t = state.metrics.total
-    total = t.count
-    errors = t.by_class[4] + t.by_class[5]
+    running = getattr(sched, "running_count", None)  # a Scheduler; else stats(), or none
+    if running is None:
+        running = sched.stats().get("running", 0) if sched is not None else 0
+    m = state.metrics
+    total = m.answered
+    by_class = m.answered_by_class
+    errors = by_class[4] + by_class[5]
     body = {
         "status": "healthy" if ready else str(state.phase),
-        "uptime_seconds": round(state.metrics.uptime_s(), 3),
+        "uptime_seconds": round(m.uptime_s(), 3),
         "counts": counts,
         "chat_enabled": state.chat is not None,
         "active_sessions": running,
         "total_agents": counts.get("employees", 0),
         "performance_metrics": {
-            "requests_total": total, "requests_success": t.by_class[2],
+            "requests_total": total, "requests_success": by_class[2],
             "requests_error": errors, "error_rate": errors / total if total else 0.0,
-            "avg_response_time_ms": t.sum_us / total / 1000.0 if total else 0.0,
+            "avg_response_time_ms": m.answered_s / total * 1000.0 if total else 0.0,
             "active_tasks": running,
         },
     }

@@ -21,7 +21,10 @@ from .http import (
     path_id,
     query_choice,
     query_int,
+    read_body,
+    validate_body,
 )
+from .plainbody import PlainAssign, plain_assign
 from .routes_employees import error_item
 from .schemas import AssignBatchBody, AssignBody
 from .state import REQUEST_ID, STATE, AppState
@@ -39,7 +42,7 @@ _STATUSES = frozenset(s.value for s in TaskStatus)
 _ID_PATH = "/tasks/{id:(?!batch$)[^/]+}"
 
 
-def _submit_kwargs(state: AppState, body: AssignBody, field: str = "files",
+def _submit_kwargs(state: AppState, body: AssignBody | PlainAssign, field: str = "files",
                    check: PathChecker | None = None) -> dict[str, Any]:
     # Checked here once: the store and the task's leases take CheckedFiles as they are.
     if not body.files:
@@ -76,8 +79,11 @@ def _assign_answer(task: Task) -> dict[str, Any]:
 @routes.post("/tasks")
 async def assign(request: web.Request) -> web.Response:
     """Queue a task (202); with async processing off, run it and answer 200 when done."""
-    body = await parse_body(request, AssignBody)
     state = request.app[STATE]
+    raw = await read_body(request, state.settings.server.body_timeout_s)
+    body: AssignBody | PlainAssign | None = plain_assign(raw)
+    if body is None:  # the model decides (and words any error)
+        body = validate_body(raw, AssignBody)
     scheduler = state.require_scheduler()
     kwargs = _submit_kwargs(state, body)
     run = (scheduler.submit if state.settings.flags.enable_async_llm_processing

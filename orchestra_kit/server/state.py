@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +57,7 @@ class AppState:
     #: The request pipeline (:func:`~.middleware.build_pipeline`), set by the app factory.
     pipeline: Any = None
     id_prefix: str = field(default_factory=lambda: os.urandom(4).hex())
-    _next_id: int = 0
+    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     #: Open/refused connection counts (set by the runner; None in bare test apps).
     connection_stats: Any = None
     #: Open SSE streams per task id (bounded by ``server.max_sse_subscribers_per_task``).
@@ -63,8 +65,7 @@ class AppState:
 
     def new_request_id(self) -> str:
         """A process-unique request id (cheap: a random prefix and a counter)."""
-        self._next_id += 1
-        return f"{self.id_prefix}-{self._next_id:x}"
+        return f"{self.id_prefix}-{next(self._ids):x}"
 
     def require_store(self) -> StoreProtocol:
         """The store, or 503 when the service is not (or no longer) running."""

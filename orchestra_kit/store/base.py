@@ -174,8 +174,7 @@ class StoreBase:
         return await self._readers.fetchall(sql, params)
 
     def _gens_of(self, tables: tuple[str, ...]) -> tuple[int, ...]:
-        gens = self._gens
-        return tuple(gens[t] for t in tables)
+        return tuple(map(self._gens.__getitem__, tables))  # no generator frame: per read
 
     def generations(self, tables: tuple[str, ...]) -> tuple[int, ...] | None:
         """The tables' write generations now (bumped by every committed write, before its

@@ -76,3 +76,34 @@ def test_prometheus_text_private_registry() -> None:
     assert "orchestra_flag" not in text and "orchestra_nan" not in text
     assert 'quantile="0.99"' in text
     assert "GET /health" not in b.prometheus_text().decode()  # registries are not shared
+
+
+@given(st.lists(st.tuples(st.sampled_from(["GET /a", "POST /b"]),
+                          st.sampled_from([200, 201, 404, 500, 499]),
+                          st.floats(0.0, 5.0)), max_size=2500))
+def test_observed_answers_are_all_counted_when_read(obs: list[tuple[str, int, float]]) -> None:
+    """observe() only appends (counted in batches): every read sees every answer."""
+    m = Metrics()
+    for route, status, latency in obs:
+        m.observe(route, status, latency)
+    assert m.total.count == m.answered == len(obs)
+    assert sum(s.count for s in m.routes.values()) == len(obs)
+    for route in {r for r, _, _ in obs}:
+        assert m.routes[route].count == sum(1 for r, _, _ in obs if r == route)
+    assert m.total.by_class == m.answered_by_class
+    assert m.counters()["requests_error"] == sum(1 for _, s, _ in obs if s >= 400)
+
+
+@given(st.lists(st.tuples(st.sampled_from([200, 404, 500, 99, 600]),
+                          st.one_of(st.floats(0.0, 100.0), st.just(1e-9), st.just(3600.0))),
+                max_size=300))
+def test_record_all_is_record_for_each(answers: list[tuple[int, float]]) -> None:
+    one, many = RouteStats(2), RouteStats(2)
+    for status, latency_s in answers:
+        us = int(latency_s * 1_000_000) if latency_s < 1e9 else HIGHEST_US + 1
+        one.record(status, us)
+    many.record_all(answers)
+    assert (one.count, one.sum_us, one.max_us, one.clamped, one.by_class) == \
+        (many.count, many.sum_us, many.max_us, many.clamped, many.by_class)
+    if answers:
+        assert one.percentiles_us() == many.percentiles_us()

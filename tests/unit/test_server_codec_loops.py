@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 
 import pytest
@@ -11,7 +12,7 @@ from orchestra_kit.config import Settings
 from orchestra_kit.errors import ConfigError
 from orchestra_kit.metrics import RouteStats
 from orchestra_kit.server import codec
-from orchestra_kit.server.loops import loop_factory, run
+from orchestra_kit.server.loops import freeze_startup_objects, loop_factory, run, tune_gc
 
 DOC = {"name": "zoë", "n": 3, "x": 1.5, "items": [1, None, True], "nested": {"k": "v"}}
 
@@ -62,3 +63,24 @@ def test_deferred_latency_recording_keeps_percentiles_and_counts() -> None:
     p = stats.percentiles_us()
     assert abs(p[50.0] - 605) <= 605 * 0.02  # within the histogram's own 1 %
     assert p[99.9] == 50_000 and stats.hist.get_total_count() == 1010
+
+
+def test_gc_tuning_sets_the_young_threshold_and_freezes() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_gc(0)
+        assert gc.get_threshold() == before  # 0: unchanged
+        tune_gc(12_345)
+        assert gc.get_threshold() == (12_345, *before[1:])
+        freeze_startup_objects()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+
+def test_gc_settings_are_validated_and_default_on() -> None:
+    s = Settings.load(environ={})
+    assert s.server.gc_young_threshold == 10_000 and s.server.gc_freeze
+    with pytest.raises(ConfigError, match="server.gc_young_threshold"):
+        Settings.load(environ={}, overrides={"server.gc_young_threshold": -1})

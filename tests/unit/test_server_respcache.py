@@ -70,3 +70,25 @@ async def test_answers_past_the_ttl_are_dropped_not_kept_to_the_bound() -> None:
         clock.now += 0.1
         await cache.answer(request, store, ("task", key), ("t",), load)
     assert len(cache) <= 301 and cache.stats()["bytes"] <= 301 * 220
+
+
+async def test_hit_serves_only_what_answer_would() -> None:
+    """The coroutine-free hit path: the cached bytes while valid, else None (and the
+    caller goes through answer(), which loads); a miss is not counted twice."""
+    store, clock = FakeStore(), Clock()
+    cache = EncodedCache(max_entries=10, gzip_min_bytes=0, clock=clock)
+    request = make_mocked_request("GET", "/x")
+
+    async def load() -> Any:
+        return {"gen": store.gen}
+
+    assert cache.hit(request, store, "k", ("t",)) is None  # nothing cached yet
+    await cache.answer(request, store, "k", ("t",), load)
+    hit = cache.hit(request, store, "k", ("t",))
+    assert hit is not None and hit.body == b'{"gen":0}'
+    store.gen += 1  # a committed write: the bytes are stale
+    assert cache.hit(request, store, "k", ("t",)) is None
+    assert (await cache.answer(request, store, "k", ("t",), load)).body == b'{"gen":1}'
+    clock.now += 31  # past the TTL
+    assert cache.hit(request, store, "k", ("t",)) is None
+    assert cache.stats()["hits"] == 1 and cache.stats()["misses"] == 2
