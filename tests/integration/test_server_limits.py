@@ -23,13 +23,16 @@ FAST = {"server.idle_timeout_s": 0.5, "server.body_timeout_s": 0.5}
 
 
 async def _closed_within(reader: asyncio.StreamReader, timeout_s: float) -> bool:
-    """Whether the server closed the connection (EOF) within ``timeout_s``."""
+    """Whether the server closed the connection (EOF, or a reset: closing with unread
+    data sends one) within ``timeout_s``."""
     try:
         async with asyncio.timeout(timeout_s):
             while await reader.read(4096):
                 pass
     except TimeoutError:
         return False
+    except ConnectionResetError:
+        return True
     return True
 
 
