@@ -49,9 +49,19 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return FolderGroups(config, log)
 
 
+# Notebooks whose checks read timings, marked ``alone`` like the tests marked in their
+# files (``make test`` runs them after the parallel workers): 05's regression gate
+# compares p99 and throughput with the committed baseline.
+ALONE_NOTEBOOKS = ("05-regression.ipynb",)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by mark
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under xdist, :data:`FIRST`'s folders first (every worker sorts alike; a plain run
-    keeps pytest's order)."""
+    """:data:`ALONE_NOTEBOOKS` marked ``alone``; under xdist, :data:`FIRST`'s folders
+    first (every worker sorts alike; a plain run keeps pytest's order)."""
+    for item in items:
+        if item.path.suffix == ".ipynb" and item.path.name in ALONE_NOTEBOOKS:
+            item.add_marker(pytest.mark.alone)
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     rank = {nodeid: next((i for i, f in enumerate(FIRST) if nodeid.startswith(f)), len(FIRST))
