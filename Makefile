@@ -42,8 +42,16 @@ lint: $(STAMP)
 	$(BIN)/mypy orchestra_kit
 	$(BIN)/lint-imports
 
+# The tests run on pytest-xdist workers: most wait on sockets, child processes and
+# sleeps, so more workers than cores still pay. Folders whose tests share an expensive
+# fixture run on one worker (ONE_WORKER in tests/conftest.py). Then the few tests marked
+# `alone` (their checks read timings) run by themselves. PYTEST_WORKERS=0: one process.
+# One file by hand needs none of this: .venv/bin/python -m pytest tests/unit/test_x.py
+PYTEST_WORKERS ?= 3
 test: $(STAMP) $(OPENCODE_BIN) postgres chromium lint
-	$(BIN)/python -m pytest -q --durations=30 --nbmake --nbmake-timeout=300 tests notebooks
+	$(BIN)/python -m pytest -q --durations=30 -n $(PYTEST_WORKERS) --dist loadgroup \
+		-m "not alone" --nbmake --nbmake-timeout=300 tests notebooks
+	$(BIN)/python -m pytest -q --durations=30 -m alone --nbmake --nbmake-timeout=300 tests notebooks
 
 sweep: $(STAMP)
 	$(BIN)/orchestra run experiments/concurrency_sweep.toml

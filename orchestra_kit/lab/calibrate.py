@@ -10,7 +10,7 @@ describe the generator rather than the service.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 __all__ = ["CACHE_NAME", "cached_capacity", "store_capacity"]
 
@@ -40,26 +40,58 @@ async def cached_capacity(results_root: Path, *, refresh: bool = False,
     With ``measure=False`` only a cached result is returned (None when there is none).
     """
     import asyncio
-    import json
 
     path = Path(results_root) / CACHE_NAME
     key = await asyncio.to_thread(_cache_key)
-    if not refresh and path.is_file():
-        cached = json.loads(await asyncio.to_thread(path.read_text))
-        if cached.get("key") == key:
-            return dict(cached)
-    if not measure:
-        return None
+    cached = None if refresh else await asyncio.to_thread(_read_cached, path, key)
+    if cached is not None or not measure:
+        return cached
     from orchestra_kit.lab.genbench import measure_generator
 
-    result = await measure_generator(quick=True)
-    await asyncio.to_thread(store_capacity, path, {**result, "key": key})
+    # Several processes may start at once on one results root (parallel test workers,
+    # notebooks): one measures, the others wait for it and read what it cached.
+    lock = await asyncio.to_thread(_lock, path)
+    try:
+        cached = None if refresh else await asyncio.to_thread(_read_cached, path, key)
+        if cached is not None:
+            return cached
+        result = await measure_generator(quick=True)
+        await asyncio.to_thread(store_capacity, path, {**result, "key": key})
+    finally:
+        lock.close()  # closing the file releases the lock
     return {**result, "key": key}
+
+
+def _read_cached(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The cached calibration when it was measured on this machine, else None."""
+    import json
+
+    if not path.is_file():
+        return None
+    cached = json.loads(path.read_text())
+    return dict(cached) if cached.get("key") == key else None
+
+
+def _lock(path: Path) -> IO[str]:
+    """An exclusive lock next to the cache file (held until the returned file closes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path.with_name(f"{path.name}.lock"), "w")  # noqa: SIM115 - closed by caller
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock, at worst measured twice
+        return handle
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
 
 
 def store_capacity(path: Path, result: dict[str, Any]) -> None:
     """Write a calibration result where :func:`cached_capacity` finds it."""
     import json
+    import os
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    # Written whole, then renamed: a reader in another process (a parallel test worker,
+    # a notebook's kernel) sees the old file or the new one, never half of one.
+    part = path.with_name(f"{path.name}.{os.getpid()}.part")
+    part.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    os.replace(part, path)

@@ -233,7 +233,9 @@ async def open_dask_engine(scheduler_address: str = "", n_workers: int = 1, *,
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         cluster_cm = LocalCluster(  # type: ignore[no-untyped-call]
             n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-            dashboard_address=None, memory_limit=0, asynchronous=True)
+            # Its HTTP server (/metrics; the dashboard needs bokeh) on a free loopback
+            # port: None would mean dask's fixed 8787, taken when two clusters run at once.
+            dashboard_address="127.0.0.1:0", memory_limit=0, asynchronous=True)
         async with cluster_cm as cluster, \
                 Client(cluster, asynchronous=True) as client:  # type: ignore[no-untyped-call]
             await client.wait_for_workers(n_workers, timeout=connect_timeout_s * 2)

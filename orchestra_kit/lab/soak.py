@@ -213,12 +213,16 @@ async def _chaos(spec: SoakSpec, svc: _Service, rec: SoakRecorder, stop_at: floa
 
 async def _sample_rss(spec: SoakSpec, svc: _Service, rec: SoakRecorder, stop_at: float) -> None:
     while rec.now() < stop_at:
-        proc = svc.proc
-        if proc is not None and proc.returncode is None:
-            mb = _rss_mb(proc.pid)
-            if mb is not None:
-                rec.rss.append((rec.now(), len(rec.restarts), mb))
+        _sample_rss_once(svc, rec)
         await asyncio.sleep(spec.rss_every_s)
+
+
+def _sample_rss_once(svc: _Service, rec: SoakRecorder) -> None:
+    proc = svc.proc
+    if proc is not None and proc.returncode is None:
+        mb = _rss_mb(proc.pid)
+        if mb is not None:
+            rec.rss.append((rec.now(), len(rec.restarts), mb))
 
 
 async def _verify(spec: SoakSpec, url: str, rec: SoakRecorder) -> dict[str, Any]:
@@ -285,6 +289,9 @@ async def run_soak(spec: SoakSpec, *, results_root: str | Path = "results",
                         tg.create_task(work.user(uid, spec.duration_s))
                     tg.create_task(_chaos(spec, svc, rec, spec.duration_s))
                     tg.create_task(_sample_rss(spec, svc, rec, spec.duration_s))
+                # Once more at the end: the last life has a sample even when its restart
+                # ended after the sampler's last tick (a slow start on a busy machine).
+                _sample_rss_once(svc, rec)
                 verify = await _verify(spec, svc.url, rec)
             finally:
                 await svc.aclose()

@@ -296,12 +296,16 @@ def _figures(hello: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
 
 
 async def run_http_bench(*, quick: bool = False, progress: bool = True,
-                         profile: Path | None = None, ablation: bool = True) -> dict[str, Any]:
-    """Run every scenario once; the figures (see the module docstring)."""
+                         profile: Path | None = None, ablation: bool = True,
+                         duration_s: float | None = None) -> dict[str, Any]:
+    """Run every scenario once; the figures (see the module docstring). ``duration_s``
+    (seconds per scenario, split among the rounds) replaces the default: 6, quick 2."""
     from ..config import ServerSettings
 
     raise_fd_limit()
-    run = _Run(2.0 if quick else 6.0, 1 if quick else 3, progress, profile)
+    if duration_s is not None and not duration_s > 0:
+        raise ValueError(f"duration_s must be > 0 seconds, got {duration_s}")
+    run = _Run(duration_s or (2.0 if quick else 6.0), 1 if quick else 3, progress, profile)
     default_loop = ServerSettings().event_loop
     with tempfile.TemporaryDirectory(prefix="orchestra-bench-") as tmp:
         res = await _main_scenarios(run, tmp, default_loop)
@@ -316,18 +320,24 @@ async def run_http_bench(*, quick: bool = False, progress: bool = True,
 
 
 def cli_main(argv: list[str]) -> int:
-    """``orchestra bench http [--json] [--quick] [--profile DIR] [--no-ablation]``."""
+    """``orchestra bench http [--json] [--quick] [--duration S] [--profile DIR]
+    [--no-ablation]``."""
     p = argparse.ArgumentParser(prog="orchestra bench http", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--quick", action="store_true", help="2 s per scenario instead of 5 s")
+    p.add_argument("--duration", type=float, metavar="S",
+                   help="seconds per scenario (default 6; with --quick 2)")
     p.add_argument("--profile", type=Path, metavar="DIR",
                    help="sample the server with py-spy during each scenario into DIR")
     p.add_argument("--no-ablation", action="store_true",
                    help="skip the event loop × JSON encoder ablation")
     args = p.parse_args(argv)
+    if args.duration is not None and not args.duration > 0:
+        p.error(f"--duration must be > 0 seconds, got {args.duration}")
     result = asyncio.run(run_http_bench(quick=args.quick, progress=not args.json,
-                                        profile=args.profile, ablation=not args.no_ablation))
+                                        profile=args.profile, ablation=not args.no_ablation,
+                                        duration_s=args.duration))
     figures = {k: v for k, v in result.items() if k != "details"}
     if args.json:
         print(json.dumps(figures, indent=2))

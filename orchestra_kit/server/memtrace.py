@@ -79,7 +79,9 @@ def snapshot_to(path: Path) -> str:
     """Dump a snapshot to ``path``; returns a one-line summary (traced MB, RSS MB, and
     SQLite's and malloc's own figures where they can be read)."""
     snap = tracemalloc.take_snapshot()
-    snap.dump(str(path))
+    part = path.with_name(path.name + ".part")
+    snap.dump(str(part))
+    os.replace(part, path)  # whole or absent: a reader polling for it never sees half
     traced, peak = tracemalloc.get_traced_memory()
     return (f"heap snapshot {path}: traced {traced / 2**20:.1f} MB (peak {peak / 2**20:.1f}),"
             f" RSS {_rss_mb():.1f} MB; {_native_mb()}")

@@ -71,8 +71,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
               if i.nodeid.startswith("tests/browser/") and i.name in NOTEBOOK_OF}
     if not chosen or _missing():
         return
-    twice = [i for i in items if i.nodeid.split("::")[0].endswith(".ipynb")
-             and Path(i.nodeid.split("::")[0]).name in chosen]
+    twice = [i for i in items if i.path.suffix == ".ipynb" and i.path.name in chosen]
     if twice:
         config.hook.pytest_deselected(items=twice)
         items[:] = [i for i in items if i not in twice]

@@ -76,7 +76,8 @@ async def test_an_existing_scheduler_runs_one_slice_per_worker(truth_url: str) -
     slices = [WorkerSlice(url=truth_url, workload=GetPath("/health"), model=model, part=p,
                           duration_s=0.5, client="raw") for p in split(model, 0.5, None, 0, 2)]
     cluster_cm = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,  # type: ignore[no-untyped-call]
-                              host="127.0.0.1", dashboard_address=None, asynchronous=True)
+                              host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                              asynchronous=True)
     async with cluster_cm as cluster, open_dask_engine(cluster.scheduler_address) as engine:
         assert not engine.local and await engine.count() == 2
         run = await engine.run(slices, model=model, duration_s=0.5)

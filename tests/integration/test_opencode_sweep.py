@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,14 +20,16 @@ SPEC = Path(__file__).resolve().parents[2] / "experiments" / "opencode_sweep.tom
 USERS = 2  # one point: two real opencode agents at once (~15 s idle, ~40 s loaded)
 
 
-def _our_opencode_processes(since: float) -> list[str]:
-    """opencode processes started since ``since`` in a lab workspace, still alive."""
+def _our_opencode_processes(since: float, under: Path) -> list[str]:
+    """opencode processes started since ``since`` in a lab workspace under ``under``
+    (not another test's, run by a parallel xdist worker), still alive."""
     found = []
     for proc in psutil.process_iter(["name", "create_time"]):
         try:
             if proc.info["create_time"] < since - 1 or "opencode" not in proc.info["name"]:
                 continue
-            if "orchestra-lab-" in proc.cwd():
+            cwd = proc.cwd()
+            if cwd.startswith(f"{under}/") and "orchestra-lab-" in cwd:
                 found.append(f"{proc.pid} {proc.cwd()}")
         except psutil.Error:
             continue
@@ -36,12 +39,13 @@ def _our_opencode_processes(since: float) -> list[str]:
 @pytest.mark.opencode
 @pytest.mark.timeout(240)
 async def test_smoke_opencode_sweep_writes_every_file_and_leaves_nothing(
-        calibrated_results: Path) -> None:
+        calibrated_results: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     try:
         find_opencode(AgentSettings())
     except AgentUnavailableError as exc:
         pytest.skip(f"opencode CLI missing: {exc}")
     started = time.time()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the lab's workspaces go here
     spec = load_spec(SPEC, {"sweep.load.users": [USERS]})
     run_dir = await run_experiment(spec, results_root=calibrated_results,
                                    progress=False)
@@ -57,6 +61,6 @@ async def test_smoke_opencode_sweep_writes_every_file_and_leaves_nothing(
     assert (agents["exit_code"] == 0).all() and (agents["backend"] == "opencode").all()
     assert (agents["peak_rss_mb"] > 20).all() and (agents["cpu_s"] > 0.1).all()
     assert ((agents["startup_s"] > 0) & (agents["startup_s"] < agents["wall_s"])).all()
-    assert _our_opencode_processes(started) == []
+    assert _our_opencode_processes(started, tmp_path) == []
     reading = agent_capacity(run.points)
     assert reading.max_agents == USERS and "opencode agents at most" in reading.sentence()

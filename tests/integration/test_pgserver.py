@@ -15,7 +15,6 @@ import pytest
 
 from orchestra_kit.config import DatabaseSettings, OptimizationFlags, Settings
 from orchestra_kit.errors import ConfigError, StoreError
-from orchestra_kit.lab.scaleout import run_scaleout_bench
 from orchestra_kit.scheduler.events import TaskEvent
 from orchestra_kit.scheduler.shared import decode_event, encode_event
 from orchestra_kit.server.cli import build_parser, settings_from_args
@@ -106,17 +105,6 @@ def test_events_round_trip_and_fit_a_notify_payload() -> None:
     assert (back.task_id, back.kind, back.status, back.progress, back.data) == (
         7, "progress", "running", 40, {"tokens": 3})
     assert decode_event("not json") is None
-
-
-async def test_scaleout_bench_smoke(pg_server: PgServer) -> None:
-    result = await run_scaleout_bench(instances=(1,), duration_s=0.3, concurrency=4,
-                                      pg_url=pg_server.url)
-    rows = {(p["database"], p["instances"]): p for p in result["points"]}
-    assert set(rows) == {("sqlite", 1), ("postgresql", 1)}
-    for p in rows.values():
-        for op in ("hire", "read", "assign"):
-            assert p[op]["ok"] > 0 and p[op]["rps"] > 0
-    assert result["usl"]["hire"]["fitted"] is False  # one instance count cannot be fitted
 
 
 async def test_instances_starting_at_once_migrate_once(pg_url: str, tmp_path: Path) -> None:

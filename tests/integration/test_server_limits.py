@@ -23,9 +23,8 @@ FAST = {"server.idle_timeout_s": 0.5, "server.body_timeout_s": 0.5}
 
 
 async def _closed_within(reader: asyncio.StreamReader, timeout_s: float) -> bool:
-    """Whether the server closed the connection (EOF, or a reset: closing a socket with
-    unread bytes in its buffer sends RST, as a trickled head may leave) within
-    ``timeout_s``."""
+    """Whether the server closed the connection (EOF, or a reset: closing with unread
+    data sends one) within ``timeout_s``."""
     try:
         async with asyncio.timeout(timeout_s):
             while await reader.read(4096):
