@@ -80,8 +80,8 @@ class BatchedWriter:
 
     async def aclose(self) -> None:
         """Wait until every queued file is written (shutdown)."""
-        while self._job is not None:
-            await asyncio.shield(self._job)
+        while self._job is not None:  # wait(): the job's own failure is not ours to raise
+            await asyncio.wait({self._job})
 
     async def _run_jobs(self) -> None:
         try:
