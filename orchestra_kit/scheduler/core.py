@@ -138,6 +138,7 @@ class Scheduler(TaskExecution):
             for run_task in pending:
                 run_task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        await self._progress.aclose()  # archives of the tasks that ended just now
         if self._shared is not None:
             await self._shared.aclose()  # after the requeues, so the others hear of them
         self._hub.close_all()

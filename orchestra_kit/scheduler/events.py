@@ -12,7 +12,7 @@ from typing import Any
 
 from ..models import Task
 from ..progress import CHECKBOXES, FileProgress, ProgressDoc, render
-from .progressfiles import write_progress_file
+from .progressfiles import BatchedWriter
 
 __all__ = ["EventHub", "ProgressWriter", "Subscription", "TaskEvent"]
 
@@ -171,6 +171,7 @@ class ProgressWriter:
         self._root = root
         self._enabled = enabled
         self._workspaces: dict[str, Path] = {}  # a Path join per task is ~3 us
+        self._writer = BatchedWriter(root)  # one thread job per batch, not per file
 
     @property
     def enabled(self) -> bool:
@@ -218,4 +219,8 @@ class ProgressWriter:
 
     async def _write(self, task: Task, name: str, text: str, remove: str | None = None) -> None:
         if self._enabled:
-            await write_progress_file(self._root, task, name, text, remove)
+            await self._writer.write(task, name, text, remove)
+
+    async def aclose(self) -> None:
+        """Wait until every queued file is written (shutdown: no archive is lost)."""
+        await self._writer.aclose()
