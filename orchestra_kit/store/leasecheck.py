@@ -3,10 +3,30 @@ read (inside the caller's transaction), so SQLite and PostgreSQL decide alike.""
 
 from __future__ import annotations
 
-from ..errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
-from ..models import FileRequest, RequestStatus
+from collections.abc import Sequence
+from pathlib import Path
 
-__all__ = ["check_own_task", "check_pending", "request_status"]
+from ..errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
+from ..models import FileRequest, RequestStatus, validate_employee_name, validate_files
+from .checks import check_id, check_text
+
+__all__ = ["check_own_task", "check_pending", "lease_args", "request_status"]
+
+
+def lease_args(root: Path, employee: str, files: Sequence[str], description: str,
+               task_id: int | None, ttl_s: float | None,
+               default_ttl_s: float) -> tuple[list[str], str, float]:
+    """A lease request's checked arguments: (paths, description, ttl in seconds)."""
+    validate_employee_name(employee, "employee")
+    paths = validate_files(  # a task's CheckedFiles are taken as they are
+        root, files if isinstance(files, str | tuple) else list(files))
+    description = check_text(description, "description")
+    if task_id is not None:
+        check_id(task_id, "task_id")
+    ttl = default_ttl_s if ttl_s is None else ttl_s
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
+        raise ValidationError("ttl_s", f"must be a positive number, got {ttl_s!r}")
+    return paths, description, float(ttl)
 
 
 def check_pending(req: FileRequest | None, request_id: int, actor: str | None) -> FileRequest:

@@ -10,7 +10,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import ConflictError, ValidationError
+from ..errors import ConflictError
 from ..models import (
     FileLease,
     FileRequest,
@@ -20,7 +20,7 @@ from ..models import (
 )
 from .base import StoreBase
 from .checks import check_id, check_text
-from .leasecheck import check_own_task, check_pending, request_status
+from .leasecheck import check_own_task, check_pending, lease_args, request_status
 from .schema import LEASE_COLS, REQUEST_COLS, row_to_lease, row_to_request
 from .sqlops import close_requests_for, release_expired, require_employee
 
@@ -134,15 +134,8 @@ class LeaseAPI(StoreBase):
         task_id: int | None = None, ttl_s: float | None = None,
     ) -> dict[str, str]:
         """Lease each path: ``locked`` | ``already_locked`` | ``locked_by:<owner>``."""
-        validate_employee_name(employee, "employee")
-        paths = validate_files(  # a task's CheckedFiles are taken as they are
-            self.project_root, files if isinstance(files, str | tuple) else list(files))
-        description = check_text(description, "description")
-        if task_id is not None:
-            check_id(task_id, "task_id")
-        ttl = self.settings.lease_ttl_s if ttl_s is None else ttl_s
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
-            raise ValidationError("ttl_s", f"must be a positive number, got {ttl_s!r}")
+        paths, description, ttl = lease_args(self.project_root, employee, files, description,
+                                             task_id, ttl_s, self.settings.lease_ttl_s)
         now = self._clock()
         result: dict[str, str] = await self._write(
             lambda c: _lock(c, employee, paths, description, task_id, now, now + ttl), _LR)

@@ -33,7 +33,7 @@ from . import pg_ops as ops
 from . import pg_tasks
 from .base import TABLES
 from .checks import check_id, check_text, new_employee, new_task, task_status
-from .leasecheck import request_status
+from .leasecheck import lease_args, request_status
 from .pg_chat import PgChatEventAPI
 from .schema import (
     EMPLOYEE_COLS,
@@ -130,15 +130,8 @@ class PgStore(PgChatEventAPI):
     async def lock_files(self, employee: str, files: Sequence[str], *, description: str = "",
                          task_id: int | None = None, ttl_s: float | None = None) -> dict[str, str]:
         """Lease each path: ``locked`` | ``already_locked`` | ``locked_by:<owner>``."""
-        validate_employee_name(employee, "employee")
-        paths = validate_files(  # a task's CheckedFiles are taken as they are
-            self.project_root, files if isinstance(files, str | tuple) else list(files))
-        description = check_text(description, "description")
-        if task_id is not None:
-            check_id(task_id, "task_id")
-        ttl = self.settings.lease_ttl_s if ttl_s is None else ttl_s
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
-            raise ValidationError("ttl_s", f"must be a positive number, got {ttl_s!r}")
+        paths, description, ttl = lease_args(self.project_root, employee, files, description,
+                                             task_id, ttl_s, self.settings.lease_ttl_s)
         now = self._clock()
         return await self._tx(lambda c: ops.lock(c, employee, paths, description, task_id, now,
                                                  now + ttl), _LR)

@@ -20,11 +20,12 @@ from ..errors import (
     NotFoundError,
     OrchestraError,
 )
-from ..models import TERMINAL_STATUSES, Task, TaskStatus, can_transition
+from ..models import TERMINAL_STATUSES, Task, TaskStatus
 from .pg_ops import close_requests_for, lock, require_employee
 from .pg_schema import lock_key
 from .schema import TASK_COLS, row_to_task
 from .sqlops import RecoveryReport
+from .taskmerge import check_move
 
 __all__ = ["claim", "insert_tasks", "recover", "transition"]
 
@@ -78,13 +79,7 @@ async def transition(conn: Any, schema: str, task_id: int, new: TaskStatus,
         # task was requeued and claimed elsewhere) cannot record a second outcome.
         raise ConflictError(f"Task {task_id} is run by instance {row[1]}, not {instance}",
                             details={"task_id": task_id, "status": old.value})
-    if expect is not None and old != expect:
-        raise ConflictError(f"Cannot move task {task_id} to {new.value!r}: it is {old.value!r},"
-                            f" not {expect.value!r}",
-                            details={"task_id": task_id, "status": old.value})
-    if not can_transition(old, new):
-        raise ConflictError(f"Cannot move task {task_id} from {old.value!r} to {new.value!r}",
-                            details={"task_id": task_id, "status": old.value})
+    check_move(task_id, old, new, expect)
     if new == TaskStatus.RUNNING and max_running is not None:  # row first, then the slot
         await _check_capacity(conn, schema, task_id, max_running)
     sets: list[str] = ["status = $2"]
