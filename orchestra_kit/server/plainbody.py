@@ -47,16 +47,22 @@ _CONTROL = re.compile(r"[\x00-\x1f]").search
 _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]").search
 
 
-def plain_hire(raw: bytes) -> tuple[str, str, str] | None:
-    """``(name, role, smartness)`` as :class:`~.schemas.HireBody` would give them, when
-    ``raw`` is plainly valid; None when the model must decide (it may refuse)."""
+def _object_of(raw: bytes, keys: frozenset[str]) -> dict[str, Any] | None:
+    """The JSON object in ``raw`` when it has only ``keys`` and no escaped surrogate."""
     if _SURROGATE(raw):
         return None
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
-    if type(data) is not dict or not data.keys() <= _HIRE_KEYS:
+    return data if type(data) is dict and data.keys() <= keys else None
+
+
+def plain_hire(raw: bytes) -> tuple[str, str, str] | None:
+    """``(name, role, smartness)`` as :class:`~.schemas.HireBody` would give them, when
+    ``raw`` is plainly valid; None when the model must decide (it may refuse)."""
+    data = _object_of(raw, _HIRE_KEYS)
+    if data is None:
         return None
     name = data.get("name")
     role = data.get("role")
@@ -87,13 +93,8 @@ class PlainAssign(NamedTuple):
 def plain_assign(raw: bytes) -> PlainAssign | None:
     """The values :class:`~.schemas.AssignBody` would give, when ``raw`` is plainly
     valid; None when the model must decide (it may refuse)."""
-    if _SURROGATE(raw):
-        return None
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if type(data) is not dict or not data.keys() <= _ASSIGN_KEYS:
+    data = _object_of(raw, _ASSIGN_KEYS)
+    if data is None:
         return None
     name = data.get("name")
     task = data.get("task")
