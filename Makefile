@@ -44,14 +44,18 @@ lint: $(STAMP)
 
 # The tests run on pytest-xdist workers: most wait on sockets, child processes and
 # sleeps, so more workers than cores still pay. Folders whose tests share an expensive
-# fixture run on one worker (ONE_WORKER in tests/conftest.py). Then the few tests marked
-# `alone` (their checks read timings) run by themselves. PYTEST_WORKERS=0: one process.
+# fixture run on one worker (ONE_WORKER in tests/conftest.py). The few tests marked
+# `alone` (their checks read timings) run first, by themselves, while the machine is
+# quiet; then everything else in parallel, whatever the first pass gave; `make test`
+# fails if either pass failed. PYTEST_WORKERS=0: one process.
 # One file by hand needs none of this: .venv/bin/python -m pytest tests/unit/test_x.py
 PYTEST_WORKERS ?= 3
 test: $(STAMP) $(OPENCODE_BIN) postgres chromium lint
+	$(BIN)/python -m pytest -q --durations=30 -m alone --nbmake --nbmake-timeout=300 \
+		tests notebooks; alone=$$?; \
 	$(BIN)/python -m pytest -q --durations=30 -n $(PYTEST_WORKERS) --dist loadgroup \
-		-m "not alone" --nbmake --nbmake-timeout=300 tests notebooks
-	$(BIN)/python -m pytest -q --durations=30 -m alone --nbmake --nbmake-timeout=300 tests notebooks
+		-m "not alone" --nbmake --nbmake-timeout=300 tests notebooks; rest=$$?; \
+	if [ $$alone -ne 0 ]; then exit $$alone; fi; exit $$rest
 
 sweep: $(STAMP)
 	$(BIN)/orchestra run experiments/concurrency_sweep.toml
