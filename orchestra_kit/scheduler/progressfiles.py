@@ -28,8 +28,7 @@ from typing import NamedTuple
 
 from ..models import Task
 
-__all__ = ["BatchedWriter", "WriteItem", "write_batch", "write_in_workspace",
-           "write_progress_file"]
+__all__ = ["BatchedWriter", "WriteItem", "write_batch"]
 
 log = logging.getLogger("orchestra_kit.scheduler")
 
@@ -41,15 +40,6 @@ class WriteItem(NamedTuple):
     name: str
     text: str
     remove: str | None = None
-
-
-async def write_progress_file(root: Path, task: Task, name: str, text: str,
-                              remove: str | None = None) -> None:
-    """Write ``root/<employee>/name`` off the loop, alone; a failure is logged, not raised."""
-    try:
-        await asyncio.to_thread(write_in_workspace, root, task.employee, name, text, remove)
-    except (OSError, ValueError) as e:  # ValueError: text that cannot be encoded
-        _log_failure(task.id, task.employee, name, e)
 
 
 def _log_failure(task_id: int, employee: str, name: str, e: BaseException) -> None:
@@ -120,23 +110,13 @@ def _open_subdir(parent_fd: int, name: str) -> int:
     return os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
 
 
-def write_in_workspace(root: Path, employee: str, name: str, text: str,
-                       remove: str | None = None) -> None:
-    """Write ``root/employee/name`` without following any link below ``root``.
-
-    ``name`` may hold folders (``completed_tasks/x.md``). The file is written under a
-    temporary name and renamed into place; ``remove`` (in the employee's folder) is
-    unlinked afterwards. Raises OSError (ELOOP for a planted folder link).
-    """
-    (error,) = write_batch(root, [WriteItem(employee, name, text, remove)])
-    if error is not None:
-        raise error
-
-
 def write_batch(root: Path, items: Sequence[WriteItem]) -> list[Exception | None]:
-    """Write every item as :func:`write_in_workspace` does, in order, opening the root
-    and each folder once; returns per item None or the error that stopped it (OSError,
-    ValueError). Runs in a worker thread."""
+    """Write each item's ``root/employee/name`` in order, without following any link
+    below ``root`` (folders opened with ``O_NOFOLLOW``, created when missing, each once
+    per batch; the file written under a temporary name and renamed into place), then
+    unlink its ``remove`` in the employee's folder. Returns per item None or the error
+    that stopped it (OSError, ELOOP for a planted folder link; ValueError). Runs in a
+    worker thread."""
     try:
         root.mkdir(parents=True, exist_ok=True)
         root_fd = os.open(root, _DIR_FLAGS)  # the configured root itself may be a link

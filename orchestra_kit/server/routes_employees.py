@@ -53,11 +53,9 @@ async def list_employees(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 1000, 1, 10_000)
     offset = query_int(request, "offset", 0, 0, 10**9)
     key = ("employees", role, smartness, limit, offset)
-    cache = state.responses
-    if cache is not None:
-        hit: web.Response | None = cache.hit(request, store, key, _EMPLOYEES)
-        if hit is not None:
-            return hit
+    hit = _cache_hit(request, state, store, key)
+    if hit is not None:
+        return hit
 
     async def load() -> dict[str, Any]:
         employees = await store.list_employees(role=role, smartness=smartness, limit=limit,
@@ -124,11 +122,9 @@ async def get_employee(request: web.Request) -> web.Response:
     state = request.app[STATE]
     store = state.require_store()
     key = ("employee", name)
-    cache = state.responses
-    if cache is not None:  # a cached answer without a coroutine or a closure
-        hit: web.Response | None = cache.hit(request, store, key, _EMPLOYEES)
-        if hit is not None:
-            return hit
+    hit = _cache_hit(request, state, store, key)
+    if hit is not None:
+        return hit
 
     async def load() -> dict[str, Any]:
         employee: Employee | None = await store.get_employee(name)
@@ -137,6 +133,14 @@ async def get_employee(request: web.Request) -> web.Response:
         return employee.to_dict()
 
     return await _cached_answer(request, state, store, key, load)
+
+
+def _cache_hit(request: web.Request, state: AppState, store: Any,
+               key: tuple[Any, ...]) -> web.Response | None:
+    """The encoded answer for ``key`` when cached and still valid: served without a
+    coroutine or a closure; None when the read must run (:func:`_cached_answer`)."""
+    cache = state.responses
+    return None if cache is None else cache.hit(request, store, key, _EMPLOYEES)
 
 
 async def _cached_answer(request: web.Request, state: AppState, store: Any,

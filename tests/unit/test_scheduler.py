@@ -4,14 +4,12 @@ cancellation, leases, events, drain and recovery — on a real Store (SQLite fil
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from orchestra_kit.agents.base import AgentEvent, AgentRequest, AgentResult, Emit
-from orchestra_kit.config import DatabaseSettings, OptimizationFlags, SchedulerSettings
+from orchestra_kit.config import SchedulerSettings
 from orchestra_kit.errors import AgentError
 from orchestra_kit.models import TaskStatus
 from orchestra_kit.scheduler import Scheduler
@@ -68,14 +66,6 @@ def sched_settings(**kw: Any) -> SchedulerSettings:
                             "progress_persist_interval_s": 0.0}
     base.update(kw)
     return SchedulerSettings(**base)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    (tmp_path / "project").mkdir()
-    async with Store(DatabaseSettings(path=str(tmp_path / "t.db")), OptimizationFlags(),
-                     project_root=tmp_path / "project") as s:
-        yield s
 
 
 def make_scheduler(store: Store, backend: Any, tmp_path: Path, **kw: Any) -> Scheduler:

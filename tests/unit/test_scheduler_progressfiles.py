@@ -4,13 +4,10 @@ written in order, never through a planted link, and none lost at shutdown."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
 from orchestra_kit.agents.base import AgentEvent, AgentRequest, AgentResult, Emit
-from orchestra_kit.config import DatabaseSettings, OptimizationFlags, SchedulerSettings
+from orchestra_kit.config import SchedulerSettings
 from orchestra_kit.models import Task
 from orchestra_kit.scheduler import Scheduler
 from orchestra_kit.scheduler.progressfiles import BatchedWriter, WriteItem, write_batch
@@ -85,14 +82,6 @@ class QuickBackend:
 
     async def aclose(self) -> None:
         pass
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    (tmp_path / "project").mkdir()
-    async with Store(DatabaseSettings(path=str(tmp_path / "t.db")), OptimizationFlags(),
-                     project_root=tmp_path / "project") as s:
-        yield s
 
 
 async def test_every_finished_task_has_its_archive_after_close(store: Store, tmp_path: Path) -> None:
