@@ -84,6 +84,7 @@ class DatabaseSettings:
     max_connections: int = 20
     batch_size: int = 100
     group_commit_window_ms: float = 1.0
+    idle_checkpoint_commits: int = 20
     cache_ttl_seconds: float = 30.0
     cache_max_entries: int = 10_000
     busy_timeout_ms: int = 10_000
@@ -101,11 +102,14 @@ class DatabaseSettings:
                self.instance_timeout_s, "must be > database.heartbeat_interval_s")
         _positive(self, "database", "max_connections", "batch_size", "cache_max_entries")
         _positive(self, "database", "lease_ttl_s", "busy_timeout_ms")
-        _non_negative(self, "database", "group_commit_window_ms", "cache_ttl_seconds")
+        _non_negative(self, "database", "group_commit_window_ms", "cache_ttl_seconds",
+                      "idle_checkpoint_commits")
         _check(self.max_connections <= 256, "database.max_connections", self.max_connections,
                "must be <= 256")
         _check(self.batch_size <= 10_000, "database.batch_size", self.batch_size,
                "must be <= 10000")
+        _check(self.idle_checkpoint_commits <= 1_000_000, "database.idle_checkpoint_commits",
+               self.idle_checkpoint_commits, "must be <= 1000000")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -84,6 +84,8 @@ class StoreBase:
             window_s=settings.group_commit_window_ms / 1000.0 if batching else 0.0,
             persistent=flags.enable_connection_pooling or self._memory,
             on_start=self._prepare_database,
+            idle_checkpoint_commits=(settings.idle_checkpoint_commits
+                                     if flags.enable_wal_mode and not self._memory else 0),
         )
         try:
             await self._writer.start()
@@ -231,6 +233,10 @@ class StoreBase:
             "merged_ops": ws.merged_ops if ws else 0,
             "window_waits": ws.window_waits if ws else 0,
             "window_wait_ms": ws.window_wait_s * 1000.0 if ws else 0.0,
+            "checkpoints": ws.checkpoints if ws else 0,
+            "checkpoint_ms": ws.checkpoint_s * 1000.0 if ws else 0.0,
+            "checkpoint_max_ms": ws.checkpoint_max_s * 1000.0 if ws else 0.0,
+            "failed_checkpoints": ws.failed_checkpoints if ws else 0,
             "batch_size_histogram": {str(k): v for k, v in sorted(ws.histogram.items())}
             if ws else {},
             "batch_size_limit": self.settings.batch_size if self.flags.enable_batch_operations

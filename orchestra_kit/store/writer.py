@@ -9,12 +9,21 @@ IMMEDIATE``, each op in its own ``SAVEPOINT`` (so one bad op rolls back only its
 THEN hands all results back to the loop with one
 ``call_soon_threadsafe``. An awaiting caller therefore resumes only after its
 transaction is durable, and a cache can never serve data older than that write.
+
+With ``idle_checkpoint_commits`` (WAL mode, persistent connection), the thread
+checkpoints the WAL itself (``PRAGMA wal_checkpoint(PASSIVE)``) when its queue is empty
+and that many commits were made since the last one: small checkpoints between batches,
+instead of SQLite's auto-checkpoint of 1,000 pages inside the commit that crosses the
+mark, which every caller of that batch waited for (two fsyncs and the copy; the
+scheduler's p99 tail, docs/benchmarks.md). The auto-checkpoint stays on as the backstop
+for a writer that is never idle.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import sqlite3
 import threading
@@ -26,6 +35,8 @@ from typing import Any
 from ..errors import OrchestraError, StoreError
 
 __all__ = ["GroupCommitWriter", "WriteOp", "WriterStats"]
+
+log = logging.getLogger(__name__)
 
 WriteFn = Callable[[sqlite3.Connection], Any]
 #: Runs many ops of one kind as one statement: ``merge(conn, payloads)`` returns one
@@ -66,6 +77,10 @@ class WriterStats:
     merged_ops: int = 0  # ops that ran inside a merged statement (see WriteOp.merge)
     window_waits: int = 0  # batches that waited for company (group_commit_window_ms)
     window_wait_s: float = 0.0  # ... and the time they waited, added up
+    checkpoints: int = 0  # idle-time WAL checkpoints (see idle_checkpoint_commits)
+    checkpoint_s: float = 0.0  # ... their time, added up
+    checkpoint_max_s: float = 0.0  # ... the longest
+    failed_checkpoints: int = 0
     histogram: dict[int, int] = field(default_factory=dict)
 
     def record(self, size: int) -> None:
@@ -95,6 +110,7 @@ class GroupCommitWriter:
         persistent: bool,
         adaptive_window: bool = True,
         on_start: Callable[[sqlite3.Connection], None] | None = None,
+        idle_checkpoint_commits: int = 0,
     ) -> None:
         self._connect = connect
         self._loop = loop
@@ -104,6 +120,9 @@ class GroupCommitWriter:
         self._persistent = persistent
         self._adaptive = adaptive_window
         self._on_start = on_start
+        self._checkpoint_every = idle_checkpoint_commits if persistent else 0
+        self._checkpoint_conn: sqlite3.Connection | None = None  # the thread's connection
+        self._checkpointed_at = 0  # stats.commits at the last idle checkpoint
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # lists of ops, or _STOP
         self._pending: list[WriteOp] = []  # submitted during this loop iteration
         self._carry: list[WriteOp] = []  # taken beyond batch_size: the next batch's start
@@ -189,6 +208,8 @@ class GroupCommitWriter:
             self._post(_set_result, self._done, None)
             return
         self._post(_set_result, self._ready, None)
+        if self._checkpoint_every:
+            self._checkpoint_conn = conn
         try:
             while (batch := self._take()) is not None:
                 if batch:
@@ -210,6 +231,8 @@ class GroupCommitWriter:
         if not batch:
             if self._stopping and self._queue.empty():
                 return None
+            if self._checkpoint_conn is not None and self._queue.empty():
+                self._checkpoint_if_due(self._checkpoint_conn)
             first = self._queue.get()
             if first is _STOP:
                 return [] if not self._queue.empty() else None
@@ -248,6 +271,27 @@ class GroupCommitWriter:
         self._taken += len(batch)
         self._last_batch = len(batch)
         return batch
+
+    def _checkpoint_if_due(self, conn: sqlite3.Connection) -> None:
+        """Checkpoint the WAL now, between batches, when enough commits were made since
+        the last time. PASSIVE: it takes no lock a reader needs; with no other writer it
+        copies every frame unless a reader still uses an older snapshot, and the next
+        write then restarts the log from its start (so the file stays small)."""
+        stats = self.stats
+        if stats.commits - self._checkpointed_at < self._checkpoint_every:
+            return
+        self._checkpointed_at = stats.commits
+        started = time.perf_counter()
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as e:  # the next commit may still work: log, count, go on
+            stats.failed_checkpoints += 1
+            log.warning("WAL checkpoint failed: %s", e)
+            return
+        took = time.perf_counter() - started
+        stats.checkpoints += 1
+        stats.checkpoint_s += took
+        stats.checkpoint_max_s = max(stats.checkpoint_max_s, took)
 
     def _drain(self, batch: list[WriteOp], limit: int) -> None:
         while len(batch) < limit:

@@ -176,3 +176,81 @@ async def test_window_waits_only_after_a_burst(tmp_path: Path) -> None:
         s = store.stats()
         assert s["window_waits"] >= 1 and s["window_wait_ms"] > 0
         assert len(await store.list_employees()) == n
+
+
+def _wal_bytes(db: Path) -> int:
+    wal = db.with_name(db.name + "-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+@pytest.mark.parametrize("every", [0, 5])
+async def test_idle_checkpoints_keep_the_wal_small(tmp_path: Path, every: int) -> None:
+    """With ``idle_checkpoint_commits`` the writer checkpoints between batches, so the log
+    restarts and stays a few commits long; with 0 only SQLite's auto-checkpoint (inside
+    the commit that crosses 1,000 pages) bounds it, at about 4 MB."""
+    db = tmp_path / "c.db"
+    settings = DatabaseSettings(path=str(db), idle_checkpoint_commits=every)
+    async with Store(settings, OptimizationFlags(), project_root=tmp_path) as store:
+        largest = 0
+        for i in range(400):  # one at a time, a commit each, and the writer idle between
+            await store.hire(f"c{i}", "dev", smartness="smart")
+            largest = max(largest, _wal_bytes(db))
+            await asyncio.sleep(0.002)  # (it checkpoints only when it finds nothing queued)
+        s = store.stats()
+        assert s["commits"] >= 400
+        if every:
+            assert s["checkpoints"] >= 400 // every // 2
+            assert s["checkpoint_ms"] > 0 and s["failed_checkpoints"] == 0
+            assert largest < 1_000_000
+        else:
+            assert s["checkpoints"] == 0
+            assert largest > 1_000_000
+    with sqlite3.connect(db) as conn:  # nothing lost on the way
+        assert conn.execute("SELECT COUNT(*) FROM employees").fetchone()[0] == 400
+
+
+class _CheckpointFails:
+    """The writer's connection, except that every WAL checkpoint fails."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if "wal_checkpoint" in sql:
+            raise sqlite3.OperationalError("disk I/O error")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+
+async def test_a_failed_idle_checkpoint_is_counted_and_writes_go_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from orchestra_kit.store import base
+    real = base.connect_writer
+    monkeypatch.setattr(base, "connect_writer", lambda s, f: _CheckpointFails(real(s, f)))
+    settings = DatabaseSettings(path=str(tmp_path / "x.db"), idle_checkpoint_commits=2)
+    async with Store(settings, OptimizationFlags(), project_root=tmp_path) as store:
+        for i in range(10):
+            await store.hire(f"x{i}", "dev")
+            await asyncio.sleep(0.002)  # the writer checkpoints only when it finds nothing queued
+        for _ in range(500):  # the last one runs after the last hire was answered
+            if store.stats()["failed_checkpoints"] >= 2:
+                break
+            await asyncio.sleep(0.01)
+        s = store.stats()
+        assert s["failed_checkpoints"] >= 2 and s["checkpoints"] == 0
+        assert len(await store.list_employees()) == 10
+    assert "WAL checkpoint failed: disk I/O error" in caplog.text
+
+
+@pytest.mark.parametrize("wal", [True, False])
+async def test_no_idle_checkpoint_without_a_wal(tmp_path: Path, wal: bool) -> None:
+    """The rollback journal and ``:memory:`` have no log to checkpoint."""
+    flags = dataclasses.replace(OptimizationFlags(), enable_wal_mode=wal)
+    path = str(tmp_path / "j.db") if not wal else ":memory:"
+    settings = DatabaseSettings(path=path, idle_checkpoint_commits=1)
+    async with Store(settings, flags, project_root=tmp_path) as store:
+        for i in range(5):
+            await store.hire(f"j{i}", "dev")
+        assert store.stats()["checkpoints"] == 0
