@@ -7,6 +7,11 @@
   provider in its own process on loopback (0.5 s ± 0.25 s to first token, 20 tokens at
   200 tok/s); clients
   start staggered over the first second, so this is a steady state, not bursts of N;
+  with the garbage collector set as ``orchestra serve`` sets it (young generation every
+  ``server.gc_young_threshold`` allocations, start-up objects frozen), and two
+  ablations at 500 in flight: the interpreter's default collector (``*_gc_default``), and
+  the WAL checkpointed by SQLite inside commits instead of by the writer when idle
+  (``*_commit_checkpoint``, ``database.idle_checkpoint_commits = 0``);
 - **throughput**: 10,000 simulated tasks (10 ms each) at ``max_concurrent_tasks`` 50
   and 500, against the ideal ``limit / latency``;
 - **token bucket accuracy**: grants achieved vs the configured rate over ≥ 10 s with
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import json
 import sys
@@ -30,14 +36,18 @@ from typing import Any
 from ..agents import HttpClientPool, OpenAIBackend, SimulatedBackend
 from ..agents.base import AgentBackend, AgentRequest, AgentResult, Emit
 from ..childproc import terminate
-from ..config import AgentSettings, DatabaseSettings, OptimizationFlags, SchedulerSettings
+from ..config import (
+    AgentSettings,
+    DatabaseSettings,
+    OptimizationFlags,
+    SchedulerSettings,
+    ServerSettings,
+)
 from ..ratelimit import TokenBucket
 from ..store import Store
 from .core import Scheduler
 
-__all__ = ["GcClock", "cli_main", "run_scheduler_bench", "young_gc_threshold"]
-
-_GC_TUNED = 10_000  # gc threshold0 of the ablation (the interpreter's default: 700)
+__all__ = ["GcClock", "cli_main", "run_scheduler_bench", "serve_gc", "young_gc_threshold"]
 
 
 class TimingBackend:
@@ -89,13 +99,39 @@ class GcClock:
 @contextmanager
 def young_gc_threshold(threshold0: int) -> Iterator[None]:
     """Collect the youngest generation every ``threshold0`` allocations (the interpreter
-    default is 700) inside the block; the ablation of ``*_gc_tuned``."""
+    default is 700; 0 leaves it) inside the block."""
     saved = gc.get_threshold()
-    gc.set_threshold(threshold0, *saved[1:])
+    if threshold0:
+        gc.set_threshold(threshold0, *saved[1:])
     try:
         yield
     finally:
         gc.set_threshold(*saved)
+
+
+@contextmanager
+def serve_gc(on: bool) -> Iterator[None]:
+    """The young generation's threshold as ``orchestra serve`` sets it
+    (``server.gc_young_threshold``), or, off, the interpreter's default."""
+    server = ServerSettings()
+    with young_gc_threshold(server.gc_young_threshold if on else 0):
+        yield
+
+
+@contextmanager
+def _frozen(on: bool) -> Iterator[None]:
+    """What exists now moved out of the collector's sight, as ``orchestra serve`` does
+    after start-up (``server.gc_freeze``); given back to it after the block. Not when
+    something else froze objects already (unfreezing would undo theirs too)."""
+    if not on or gc.get_freeze_count():
+        yield
+        return
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -107,9 +143,11 @@ def _pct(values: list[float], q: float) -> float:
 
 @asynccontextmanager
 async def _scheduler(tmp: Path, backend: AgentBackend, limit: int, team: int,
-                     tag: str) -> AsyncIterator[Scheduler]:
+                     tag: str, idle_checkpoint: bool = True) -> AsyncIterator[Scheduler]:
     (tmp / tag).mkdir()
     db = DatabaseSettings(path=str(tmp / tag / "bench.db"))
+    if not idle_checkpoint:
+        db = dataclasses.replace(db, idle_checkpoint_commits=0)
     async with Store(db, OptimizationFlags(), project_root=tmp / tag) as store:
         await store.hire_many([{"name": f"e{i}", "role": "dev"} for i in range(team)])
         settings = SchedulerSettings(max_concurrent_tasks=limit, max_api_requests_per_minute=1e9,
@@ -120,14 +158,24 @@ async def _scheduler(tmp: Path, backend: AgentBackend, limit: int, team: int,
 
 
 async def _overhead(tmp: Path, inner: AgentBackend, inflight: int, duration_s: float,
-                    tag: str) -> dict[str, float]:
+                    tag: str, *, as_served: bool = True,
+                    idle_checkpoint: bool = True) -> dict[str, float]:
     """Steady state: ``inflight`` clients each submit a task and wait for its end, again
     and again, for ``duration_s`` (bounded by count too). Overhead = submit-to-done minus
-    the time spent inside the backend."""
+    the time spent inside the backend. ``as_served``: the collector as ``orchestra
+    serve`` sets it; else the interpreter's default."""
+    with serve_gc(as_served):
+        return await _overhead_run(tmp, inner, inflight, duration_s, tag, as_served,
+                                   idle_checkpoint)
+
+
+async def _overhead_run(tmp: Path, inner: AgentBackend, inflight: int, duration_s: float,
+                        tag: str, freeze: bool, idle_checkpoint: bool) -> dict[str, float]:
     backend = TimingBackend(inner)
     overheads: list[float] = []
     max_tasks = inflight * 200
-    async with _scheduler(tmp, backend, inflight, inflight, tag) as sched:
+    async with (_scheduler(tmp, backend, inflight, inflight, tag, idle_checkpoint) as sched,
+                _frozen_async(freeze)):
         stop = time.perf_counter() + duration_s
 
         async def client(i: int) -> None:
@@ -148,6 +196,12 @@ async def _overhead(tmp: Path, inner: AgentBackend, inflight: int, duration_s: f
             "tasks": float(len(overheads)),
             "cpu_ms_per_task": cpu_s * 1000 / max(len(overheads), 1),
             "gc_ms_per_task": gc_clock.seconds * 1000 / max(len(overheads), 1)}
+
+
+@asynccontextmanager
+async def _frozen_async(on: bool) -> AsyncIterator[None]:
+    with _frozen(on and ServerSettings().gc_freeze):
+        yield
 
 
 async def _throughput(tmp: Path, n_tasks: int, limit: int, latency_ms: float) -> float:
@@ -232,13 +286,17 @@ async def run_scheduler_bench(*, quick: bool = False, progress: bool = True) -> 
         out |= {"overhead_p50_ms": o["p50_ms"], "overhead_p99_ms": o["p99_ms"],
                 "sim_backend_p50_ms": o["backend_p50_ms"], "cpu_ms_per_task": o["cpu_ms_per_task"],
                 "gc_ms_per_task": o["gc_ms_per_task"]}
-        if not quick:  # the ablation: the same run with the young generation collected less
-            say(f"overhead, {inflight} in flight, gc threshold0 {_GC_TUNED} instead of 700")
-            with young_gc_threshold(_GC_TUNED):
-                o = await _overhead(tmp, sim, inflight, duration_s, "simgc")
-            out |= {"overhead_p50_ms_gc_tuned": o["p50_ms"], "overhead_p99_ms_gc_tuned": o["p99_ms"],
-                    "cpu_ms_per_task_gc_tuned": o["cpu_ms_per_task"],
-                    "gc_ms_per_task_gc_tuned": o["gc_ms_per_task"]}
+        if not quick:  # the ablations, each one knob from the run above
+            say(f"overhead, {inflight} in flight, the interpreter's default collector")
+            o = await _overhead(tmp, sim, inflight, duration_s, "simgc", as_served=False)
+            out |= {"overhead_p50_ms_gc_default": o["p50_ms"],
+                    "overhead_p99_ms_gc_default": o["p99_ms"],
+                    "cpu_ms_per_task_gc_default": o["cpu_ms_per_task"],
+                    "gc_ms_per_task_gc_default": o["gc_ms_per_task"]}
+            say(f"overhead, {inflight} in flight, WAL checkpointed inside commits")
+            o = await _overhead(tmp, sim, inflight, duration_s, "simckpt", idle_checkpoint=False)
+            out |= {"overhead_p50_ms_commit_checkpoint": o["p50_ms"],
+                    "overhead_p99_ms_commit_checkpoint": o["p99_ms"]}
         say("overhead, openai backend against the fake provider (its own process)")
         async with _fake_provider_process() as base_url:
             agents = AgentSettings(backend="openai", base_url=base_url)
@@ -273,11 +331,16 @@ def _table(r: dict[str, Any]) -> str:
          (f"backend itself p50 {r['sim_backend_p50_ms']:.1f} ms; process CPU"
           f" {r['cpu_ms_per_task']:.2f} ms per task, of it {r['gc_ms_per_task']:.2f} ms in the"
           " garbage collector")),
-        *([(f"same, gc threshold0 {_GC_TUNED} (ablation)",
-             f"p50 {r['overhead_p50_ms_gc_tuned']:.2f} ms, p99 {r['overhead_p99_ms_gc_tuned']:.2f} ms",
-             (f"process CPU {r['cpu_ms_per_task_gc_tuned']:.2f} ms per task, of it"
-              f" {r['gc_ms_per_task_gc_tuned']:.2f} ms in the garbage collector"))]
-          if "overhead_p50_ms_gc_tuned" in r else []),
+        *([("same, the interpreter's default collector (ablation)",
+             (f"p50 {r['overhead_p50_ms_gc_default']:.2f} ms,"
+              f" p99 {r['overhead_p99_ms_gc_default']:.2f} ms"),
+             (f"process CPU {r['cpu_ms_per_task_gc_default']:.2f} ms per task, of it"
+              f" {r['gc_ms_per_task_gc_default']:.2f} ms in the garbage collector")),
+           ("same, WAL checkpointed inside commits (ablation)",
+            (f"p50 {r['overhead_p50_ms_commit_checkpoint']:.2f} ms,"
+             f" p99 {r['overhead_p99_ms_commit_checkpoint']:.2f} ms"),
+            "database.idle_checkpoint_commits = 0: SQLite's auto-checkpoint")]
+          if "overhead_p50_ms_gc_default" in r else []),
         ("overhead per task, openai backend → fake provider",
          f"p50 {r['llm_overhead_p50_ms']:.2f} ms, p99 {r['llm_overhead_p99_ms']:.2f} ms",
          f"backend itself p50 {r['llm_backend_p50_ms']:.1f} ms"),

@@ -23,3 +23,24 @@ def test_young_threshold_is_restored() -> None:
     with young_gc_threshold(12_345):
         assert gc.get_threshold() == (12_345, *before[1:])
     assert gc.get_threshold() == before
+
+
+def test_serve_gc_sets_what_orchestra_serve_sets_and_restores() -> None:
+    from orchestra_kit.config import ServerSettings
+    from orchestra_kit.scheduler.bench import serve_gc
+    before = gc.get_threshold()
+    with serve_gc(True):
+        assert gc.get_threshold()[0] == ServerSettings().gc_young_threshold != before[0]
+    assert gc.get_threshold() == before
+    with serve_gc(False):
+        assert gc.get_threshold() == before
+
+
+def test_frozen_gives_the_heap_back() -> None:
+    from orchestra_kit.scheduler.bench import _frozen
+    assert gc.get_freeze_count() == 0
+    with _frozen(True):
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
+    with _frozen(False):
+        assert gc.get_freeze_count() == 0
