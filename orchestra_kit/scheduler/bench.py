@@ -121,9 +121,10 @@ def serve_gc(on: bool) -> Iterator[None]:
 @contextmanager
 def _frozen(on: bool) -> Iterator[None]:
     """What exists now moved out of the collector's sight, as ``orchestra serve`` does
-    after start-up (``server.gc_freeze``); given back to it after the block. Not when
-    something else froze objects already (unfreezing would undo theirs too)."""
-    if not on or gc.get_freeze_count():
+    after start-up when ``server.gc_freeze`` is on; given back to it after the block. Not
+    when something else froze objects already (unfreezing would undo theirs too). The
+    server's own ``loops.freeze_startup_objects`` sits above this layer and never thaws."""
+    if not on or not ServerSettings().gc_freeze or gc.get_freeze_count():
         yield
         return
     gc.collect()
@@ -164,44 +165,32 @@ async def _overhead(tmp: Path, inner: AgentBackend, inflight: int, duration_s: f
     and again, for ``duration_s`` (bounded by count too). Overhead = submit-to-done minus
     the time spent inside the backend. ``as_served``: the collector as ``orchestra
     serve`` sets it; else the interpreter's default."""
-    with serve_gc(as_served):
-        return await _overhead_run(tmp, inner, inflight, duration_s, tag, as_served,
-                                   idle_checkpoint)
-
-
-async def _overhead_run(tmp: Path, inner: AgentBackend, inflight: int, duration_s: float,
-                        tag: str, freeze: bool, idle_checkpoint: bool) -> dict[str, float]:
     backend = TimingBackend(inner)
     overheads: list[float] = []
     max_tasks = inflight * 200
-    async with (_scheduler(tmp, backend, inflight, inflight, tag, idle_checkpoint) as sched,
-                _frozen_async(freeze)):
-        stop = time.perf_counter() + duration_s
+    with serve_gc(as_served):
+        async with _scheduler(tmp, backend, inflight, inflight, tag, idle_checkpoint) as sched:
+            stop = time.perf_counter() + duration_s
 
-        async def client(i: int) -> None:
-            await asyncio.sleep(i / inflight)  # staggered starts: a steady state, not waves
-            while time.perf_counter() < stop and len(overheads) < max_tasks:
-                t0 = time.perf_counter()
-                task = await sched.submit(f"e{i}", "bench")
-                await sched.wait(task.id)
-                overheads.append(time.perf_counter() - t0 - backend.inner_s[task.id])
+            async def client(i: int) -> None:
+                await asyncio.sleep(i / inflight)  # staggered starts: a steady state, not waves
+                while time.perf_counter() < stop and len(overheads) < max_tasks:
+                    t0 = time.perf_counter()
+                    task = await sched.submit(f"e{i}", "bench")
+                    await sched.wait(task.id)
+                    overheads.append(time.perf_counter() - t0 - backend.inner_s[task.id])
 
-        cpu0 = time.process_time()
-        with GcClock().installed() as gc_clock:
-            await asyncio.gather(*(client(i) for i in range(inflight)))
-        cpu_s = time.process_time() - cpu0  # every thread of the process: loop + writer
+            with _frozen(as_served):  # after set-up, as serve freezes after start-up
+                cpu0 = time.process_time()
+                with GcClock().installed() as gc_clock:
+                    await asyncio.gather(*(client(i) for i in range(inflight)))
+                cpu_s = time.process_time() - cpu0  # every thread of the process: loop + writer
     inner_ms = [v * 1000 for v in backend.inner_s.values()]
     ms = [v * 1000 for v in overheads[len(overheads) // 10:]]  # drop the warm-up tenth
     return {"p50_ms": _pct(ms, 50), "p99_ms": _pct(ms, 99), "backend_p50_ms": _pct(inner_ms, 50),
             "tasks": float(len(overheads)),
             "cpu_ms_per_task": cpu_s * 1000 / max(len(overheads), 1),
             "gc_ms_per_task": gc_clock.seconds * 1000 / max(len(overheads), 1)}
-
-
-@asynccontextmanager
-async def _frozen_async(on: bool) -> AsyncIterator[None]:
-    with _frozen(on and ServerSettings().gc_freeze):
-        yield
 
 
 async def _throughput(tmp: Path, n_tasks: int, limit: int, latency_ms: float) -> float:

@@ -121,7 +121,6 @@ class GroupCommitWriter:
         self._adaptive = adaptive_window
         self._on_start = on_start
         self._checkpoint_every = idle_checkpoint_commits if persistent else 0
-        self._checkpoint_conn: sqlite3.Connection | None = None  # the thread's connection
         self._checkpointed_at = 0  # stats.commits at the last idle checkpoint
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # lists of ops, or _STOP
         self._pending: list[WriteOp] = []  # submitted during this loop iteration
@@ -208,10 +207,8 @@ class GroupCommitWriter:
             self._post(_set_result, self._done, None)
             return
         self._post(_set_result, self._ready, None)
-        if self._checkpoint_every:
-            self._checkpoint_conn = conn
         try:
-            while (batch := self._take()) is not None:
+            while (batch := self._take(conn)) is not None:
                 if batch:
                     self._run_batch(batch, conn)
         finally:
@@ -225,14 +222,15 @@ class GroupCommitWriter:
         if on_start is not None:
             on_start(conn)
 
-    def _take(self) -> list[WriteOp] | None:
-        """The next batch; None once stopped and drained."""
+    def _take(self, conn: sqlite3.Connection | None) -> list[WriteOp] | None:
+        """The next batch; None once stopped and drained. ``conn``: the thread's
+        persistent connection (None without one), for the idle-time checkpoint."""
         batch, self._carry = self._carry, []
         if not batch:
             if self._stopping and self._queue.empty():
                 return None
-            if self._checkpoint_conn is not None and self._queue.empty():
-                self._checkpoint_if_due(self._checkpoint_conn)
+            if self._checkpoint_every and conn is not None and self._queue.empty():
+                self._checkpoint_if_due(conn)
             first = self._queue.get()
             if first is _STOP:
                 return [] if not self._queue.empty() else None
