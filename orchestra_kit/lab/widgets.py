@@ -190,10 +190,13 @@ class TuningPanel:
             run_dir = await run_experiment(spec, results_root=self.results_root,
                                            progress=False, on_point=self._on_point)
         except asyncio.CancelledError:
-            if not self._own_stop():
+            own = self._own_stop()
+            self._finish()  # the buttons are idle before the run's row says it ended
+            if not own:
                 raise
             return self._record(spec, self._new_run_dir(before), "stopped")
         except Exception as exc:
+            self._finish()
             self._show_error(f"{type(exc).__name__}: {exc}")
             self._record(spec, self._new_run_dir(before), "failed")
             if isinstance(exc, OrchestraError):
@@ -237,10 +240,11 @@ class TuningPanel:
         self._refresh_table(running=self._running_label)
 
     def _finish(self) -> None:
+        """Idle buttons (Stop greyed out before Run comes back); safe to call twice."""
         self._running, self._stop_requested = None, False
+        self.stop_button.disabled = True
         self.run_button.disabled, self.run_button.description = False, "Run"
         self.run_button.icon = "play"
-        self.stop_button.disabled = True
 
     def _run_dirs(self) -> set[Path]:
         base = self.results_root / self.name

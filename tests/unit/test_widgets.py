@@ -157,7 +157,15 @@ async def test_stop_cancels_cleanly_and_keeps_the_partial_run(calibrated_results
     async with asyncio.timeout(30):
         while panel.progress.value < 1:  # the first point is saved
             await asyncio.sleep(0.05)
+    buttons_when_stopped: list[tuple[bool, bool]] = []  # the order the page receives them
+
+    def on_status(change: dict[str, object]) -> None:
+        if "Stopped" in str(change["new"]):
+            buttons_when_stopped.append((panel.stop_button.disabled, panel.run_button.disabled))
+
+    panel.status.observe(on_status, names="value")
     run = await panel.stop()
+    assert buttons_when_stopped == [(True, False)], "Stop must be greyed out before 'Stopped'"
     assert run is not None and run.status == "stopped" and 1 <= run.points < 3
     manifest = json.loads((run.run_dir / "manifest.json").read_text())
     assert manifest["status"] == "stopped"
