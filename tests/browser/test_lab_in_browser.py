@@ -124,11 +124,14 @@ def test_03_panel_runs_stops_and_reports_errors(page: Any, lab: Lab,
     page.click(f"{PANEL} .orchestra-stop")
     _wait_rows(page, "stopped", 1, timeout_ms=60_000)
     assert "Stopped" in page.inner_text(f"{PANEL} .orchestra-status")
-    # Each widget's state reaches the page in its own message: wait for the buttons
-    # to settle (seconds, not the run's minute) rather than read them at one instant.
-    page.wait_for_function("sel => document.querySelector(sel).disabled",
-                           arg=f"{PANEL} .orchestra-stop", timeout=10_000)
-    assert page.locator(f"{PANEL} .orchestra-run").is_enabled()
+    # Each button's state reaches the page in its own message: wait until both
+    # have settled (Stop greyed out, Run back) rather than read them at one instant.
+    page.wait_for_function(
+        "([stop, run]) => document.querySelector(stop).disabled"
+        " && !document.querySelector(run).disabled",
+        arg=[f"{PANEL} .orchestra-stop", f"{PANEL} .orchestra-run"], timeout=10_000)
+    if screenshots is not None:
+        _shoot(page, panel, screenshots / "panel-after-stop.png")
 
 
 def _shoot(page: Any, element: Any, path: Path) -> None:
